@@ -74,7 +74,7 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray,
         defined = positives.any() and not positives.all()
         out[f"ap_{name}"] = float(average_precision_score(positives, probabilities[:, k])) if defined else np.nan
         out[f"auc_{name}"] = float(roc_auc_score(positives, probabilities[:, k])) if defined else np.nan
-    return out
+    return {name: out[name] for name in metric_names(class_names)}
 
 
 def confusion(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int) -> np.ndarray:

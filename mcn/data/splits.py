@@ -24,7 +24,7 @@ class Fold:
     test: np.ndarray
 
 
-def check_groups(labels: np.ndarray, groups: np.ndarray, class_names: tuple[str, ...] | list[str],
+def check_groups(labels: np.ndarray, groups: np.ndarray, class_names: tuple[str, ...] | list[str] | None,
                  n_splits: int) -> None:
     """Refuse a split that cannot put every class in every fold's test part."""
     if n_splits < 2:
@@ -32,10 +32,9 @@ def check_groups(labels: np.ndarray, groups: np.ndarray, class_names: tuple[str,
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise ValueError(f"`folds` must be <= the number of source images ({n_groups}); got {n_splits}.")
-    for k, name in enumerate(class_names):
-        per_class = len(np.unique(groups[labels == k]))
-        if per_class == 0:
-            continue
+    for value in np.unique(labels):
+        per_class = len(np.unique(groups[labels == value]))
+        name = class_names[int(value)] if class_names is not None else str(value)
         if per_class < n_splits:
             raise ValueError(
                 f"`folds` must be <= the number of source images per class "
@@ -59,8 +58,7 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int = 5, see
                   class_names: tuple[str, ...] | list[str] | None = None) -> list[Fold]:
     """Stratified grouped K-fold; each fold's validation part is ~`val_fraction` of all images."""
     labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
-    names = class_names if class_names is not None else [str(k) for k in np.unique(labels)]
-    check_groups(labels, groups, names, n_splits)
+    check_groups(labels, groups, class_names, n_splits)
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     folds = []
     train_share = 1 - 1 / n_splits
@@ -78,8 +76,7 @@ def holdout_split(labels: np.ndarray, groups: np.ndarray, fractions: tuple[float
     if not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
         raise ValueError(f"`fractions` must be three positive shares summing to 1; got {fractions}.")
     n_test = max(2, round(1 / fractions[2]))
-    names = class_names if class_names is not None else [str(k) for k in np.unique(labels)]
-    check_groups(labels, groups, names, 2)
+    check_groups(labels, groups, class_names, 2)
     rest, test = _first_split(labels, groups, n_test, seed, np.arange(len(labels)))
     train, val = _first_split(labels, groups, max(2, round((1 - fractions[2]) / fractions[1])), seed + 1, rest)
     return Fold(0, np.sort(train), np.sort(val), np.sort(test))
