@@ -1,0 +1,145 @@
+"""Every classical model x feature set on the suite's grouped folds: a mean +- std table.
+
+`python -m benchmarks.classical_models` runs the model zoo on handcrafted features of the default
+synthetic data set over 5 grouped folds (the folds every CNN of a run gets, from `make_folds`) and
+writes into `--out`: folds.csv (one row per model, feature set and fold, with every metric),
+summary.csv / summary.md (mean +- std top-1 and macro F1, mean fit seconds), and XGBoost feature
+importance of the handcrafted features (importance.csv, importance.png, averaged over folds).
+With `--embeddings RUN_DIR` (an `mcn.train` cross-validation folder of the same data set and folds)
+the embedding and hybrid feature sets run too. A model that fails records its error; the rest go on.
+"""
+
+from __future__ import annotations
+
+import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from features.crossval import cross_validate_classifier, training_index
+from features.embeddings import FEATURE_SETS, fold_features, load_fold_embeddings
+from features.export import atomic_path
+from features.importance import importance_table, mean_importance, plot_importance
+from features.morphometry import handcrafted_features
+from features.zoo import list_classifiers
+from mcn.data.load import load_dataset
+from mcn.data.splits import make_folds
+from mcn.errors import DataError
+from mcn.metrics import metric_names
+
+OUTPUTS = ("folds.csv", "summary.csv", "summary.md", "importance.csv", "importance.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.classical_models",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
+    p.add_argument("--out", default="runs/classical", help="output folder (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=5, help="grouped folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (default: %(default)s)")
+    p.add_argument("--models", default=",".join(list_classifiers()),
+                   help="comma-separated classifiers (default: all: %(default)s)")
+    p.add_argument("--embeddings", default=None,
+                   help="mcn.train cross-validation folder (fold_k/) whose embeddings add the "
+                        "embedding and hybrid feature sets")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise DataError(f"{out}: already holds {', '.join(existing)}; pass --overwrite to replace them")
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(list_classifiers()))
+    if unknown:
+        raise ValueError(f"unknown classifier(s) {', '.join(unknown)}; choose from {', '.join(list_classifiers())}")
+    dataset = load_dataset(args.data)
+    folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+    started = time.perf_counter()
+    handcrafted = handcrafted_features(dataset)
+    print(f"{dataset.name}: {len(dataset)} crystals, {handcrafted.shape[1]} handcrafted features in "
+          f"{time.perf_counter() - started:.1f} s; {len(folds)} grouped folds")
+    embeddings = load_fold_embeddings(args.embeddings, len(dataset)) if args.embeddings else None
+    feature_sets = FEATURE_SETS if embeddings else ("handcrafted",)
+
+    rows = []
+    jobs = [(feature_set, model) for feature_set in feature_sets for model in models]
+    for feature_set, model in tqdm(jobs, desc="classical models", unit="model"):
+        rows += _evaluate(model, feature_set, fold_features(feature_set, handcrafted, embeddings),
+                          dataset, folds, args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    fold_table = pd.DataFrame(rows)
+    summary = summarise(fold_table)
+    _write(out / "folds.csv", fold_table.to_csv(index=False))
+    _write(out / "summary.csv", summary.to_csv(index=False))
+    _write(out / "summary.md", to_markdown(summary))
+
+    importance = mean_importance([
+        importance_table(handcrafted.to_numpy()[training_index(f)], dataset.labels[training_index(f)],
+                         handcrafted.to_numpy()[f.test], dataset.labels[f.test], list(handcrafted.columns),
+                         seed=args.seed) for f in tqdm(folds, desc="importance", unit="fold")])
+    _write(out / "importance.csv", importance.to_csv(index=False))
+    plot_importance(importance, out / "importance.png",
+                    title=f"XGBoost on handcrafted features, {dataset.name}, mean of {len(folds)} folds")
+    print(to_markdown(summary))
+    failed = fold_table["error"].notna().sum() if "error" in fold_table else 0
+    print(f"wrote {', '.join(OUTPUTS)} to {out}" + (f"; {failed} model(s) failed (see folds.csv)" if failed else ""))
+
+
+def _evaluate(model: str, feature_set: str, features, dataset, folds, seed: int) -> list[dict]:
+    """Per-fold rows of one model on one feature set, or one row holding its error."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)  # absent classes: reported via metrics
+            results = cross_validate_classifier(model, features, dataset.labels, folds, dataset.class_names, seed)
+    except Exception as exc:  # one failing model must not cost the whole table
+        tqdm.write(f"{model} on {feature_set}: failed: {exc}")
+        return [{"model": model, "feature_set": feature_set, "error": f"{type(exc).__name__}: {exc}"}]
+    names = metric_names(dataset.class_names)
+    return [{"model": model, "feature_set": feature_set, "fold": r["fold"], "n_train": r["n_train"],
+             "n_test": len(r["test_index"]), "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
+             "predict_seconds": r["predict_seconds"], **{k: r["metrics"][k] for k in names}} for r in results]
+
+
+def summarise(fold_table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over folds of top-1 and macro F1, and mean fit seconds, per model and feature set."""
+    if "fold" not in fold_table:
+        raise ValueError("every model failed; see the messages above")
+    grouped = fold_table.dropna(subset=["fold"]).groupby(["model", "feature_set"], sort=False)
+    summary = grouped.agg(top1_mean=("top1", "mean"), top1_std=("top1", lambda s: s.std(ddof=0)),
+                          f1_macro_mean=("f1_macro", "mean"), f1_macro_std=("f1_macro", lambda s: s.std(ddof=0)),
+                          fit_seconds=("fit_seconds", "mean"), folds=("fold", "count")).reset_index()
+    return summary.sort_values("f1_macro_mean", ascending=False, ignore_index=True)
+
+
+def to_markdown(summary: pd.DataFrame) -> str:
+    lines = ["| model | features | top-1 | macro F1 | fit s/fold |", "|---|---|---|---|---|"]
+    lines += [f"| {r.model} | {r.feature_set} | {r.top1_mean:.3f} +- {r.top1_std:.3f} | "
+              f"{r.f1_macro_mean:.3f} +- {r.f1_macro_std:.3f} | {r.fit_seconds:.2f} |"
+              for r in summary.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Per-crystal morphometry: size, shape, facets, texture and quality flags as a named-property table.
+
+In the spirit of scikit-image's `regionprops_table`: every column is a registered property with a
+unit and a description (`PROPERTIES`), names put the quantity first so related columns sort
+together, and physical units enter only through an explicit pixel size. Size columns come twice,
+`<name>_px` (pixels, always) and `<name>_nm` / `area_um2` (NaN where the pixel size is unknown);
+ratios, angles and counts are scale-free and have one column.
+
+Each mask is reduced to its largest 8-connected component with holes filled: a crystal is one solid
+body, and islands or holes are segmentation debris. Outline measures use the sub-pixel contour at
+the 0.5 level (so a rasterised disc has circularity ~1); Feret diameters use the convex hull of the
+pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull
+from skimage.measure import find_contours
+
+from features import facets, texture
+from mcn.data.dataset import CrystalDataset
+from mcn.errors import DataError
+
+MIN_AREA_PX = 4
+"""Masks smaller than this have an area and nothing else: no outline or texture to measure."""
+
+OUTLINE_SIGMA = 1.0
+OUTLINE_GRID = 64
+OUTLINE_POINTS = 120
+"""Corners and notches are searched on at most about this many outline points (every k-th point):
+enough for a tolerance of a few percent of the diameter, and the cost no longer grows with size."""
+
+PARALLEL_CHUNK = 100
+"""Crystals per task sent to a worker process: large enough that pickling the crops is noise."""
+
+OCCLUSION_SOLIDITY = 0.85
+OCCLUSION_CONCAVITY = 0.12
+"""A crystal is `occluded_likely` below this solidity or above this concavity depth (share of its
+equivalent diameter): a neighbour or matrix hiding part of it bites a notch into the outline."""
+
+
+@dataclass(frozen=True)
+class Property:
+    """One column of the morphometry table."""
+
+    name: str
+    unit: str
+    description: str
+    group: str
+    dtype: str = "float64"
+    classifier: bool = False
+    """Used as classifier input by `handcrafted_features` (scale-free and not an acquisition artefact)."""
+
+
+_SIZES = (
+    ("area", 2, "area of the mask"),
+    ("perimeter", 1, "length of the sub-pixel outline (smoothed against the pixel staircase)"),
+    ("diameter_equivalent", 1, "diameter of the disc with the same area"),
+    ("axis_major_length", 1, "major axis of the ellipse with the same second moments (the apparent "
+                             "crystal size of the literature)"),
+    ("axis_minor_length", 1, "minor axis of the ellipse with the same second moments"),
+    ("feret_max", 1, "maximum Feret (caliper) diameter"),
+    ("feret_min", 1, "minimum Feret diameter, by rotating calipers on the convex hull"),
+)
+
+_SCALE_FREE = (
+    ("aspect_ratio_axes", "1", "shape", "axis_major_length / axis_minor_length"),
+    ("aspect_ratio_feret", "1", "shape", "caliper length perpendicular to the minimum Feret / feret_min "
+                                         "(elongation of the tightest bounding rectangle)"),
+    ("convexity", "1", "shape", "convex hull perimeter / perimeter (1 for a convex outline)"),
+    ("solidity", "1", "shape", "area / convex hull area of the outline"),
+    ("circularity", "1", "shape", "4 pi area / perimeter^2 of the outline (1 for a disc)"),
+    ("roundness", "1", "shape", "4 area / (pi axis_major_length^2)"),
+    ("eccentricity", "1", "shape", "eccentricity of the moment ellipse (0 for a disc)"),
+    ("extent", "1", "shape", "area / bounding-box area"),
+    ("concavity_max", "1", "shape", "deepest notch of the outline below its convex hull / diameter_equivalent"),
+    ("vertex_count", "count", "facets", "corners of the outline polygon simplified with a tolerance of "
+                                        f"{facets.VERTEX_TOLERANCE} diameter_equivalent"),
+    ("corner_angle_mean_deg", "deg", "facets", "mean interior angle at the outline corners"),
+    ("corner_angle_std_deg", "deg", "facets", "spread of the interior corner angles"),
+    ("corner_angle_min_deg", "deg", "facets", "sharpest interior corner angle"),
+    ("corner_concave_count", "count", "facets", "concave corners (interior angle above "
+                                                f"{360 - facets.STRAIGHT_ANGLE_DEG:.0f} deg)"),
+    ("facet_count", "count", "facets", "flat shaded regions inside the crystal, separated by internal edges "
+                                       f"(on the {texture.TEXTURE_SIZE} px texture patch)"),
+    ("intensity_mean", "1", "texture", "mean grey value inside the mask (image scale [0, 1])"),
+    ("intensity_std", "1", "texture", "grey value standard deviation inside the mask"),
+    ("edge_density", "1", "texture", "share of interior pixels on an intensity edge (texture patch)"),
+    *((f"glcm_{p}", "1", "texture", f"GLCM {p}, distance 1, averaged over 4 directions")
+      for p in texture.GLCM_PROPS),
+    ("lbp_entropy", "1", "texture", "entropy of the uniform LBP(8, 1) histogram, in [0, 1]"),
+    ("lbp_flat_fraction", "1", "texture", "share of flat uniform-LBP codes (no darker neighbour)"),
+    ("lbp_nonuniform_fraction", "1", "texture", "share of non-uniform LBP codes (noisy texture)"),
+)
+_COUNTS = {"vertex_count", "corner_concave_count", "facet_count"}
+_NOT_CLASSIFIER = {"intensity_mean"}
+"""Absolute brightness depends on the SEM settings of the image, not on the crystal."""
+
+
+def _registry() -> dict[str, Property]:
+    props = {}
+    for name, dim, what in _SIZES:
+        props[f"{name}_px"] = Property(f"{name}_px", "px" if dim == 1 else "px^2", f"{what}, pixels", "size",
+                                       "Int64" if name == "area" else "float64")
+        physical = f"{name}_nm" if dim == 1 else f"{name}_um2"
+        props[physical] = Property(physical, "nm" if dim == 1 else "um^2",
+                                   f"{what}, {'nanometres' if dim == 1 else 'square micrometres'} "
+                                   "(NaN where the pixel size is unknown)", "size")
+    for name, unit, group, what in _SCALE_FREE:
+        props[name] = Property(name, unit, what, group, "Int64" if name in _COUNTS else "float64",
+                               classifier=name not in _NOT_CLASSIFIER)
+    props["orientation_deg"] = Property("orientation_deg", "deg", "angle between the image row axis and the "
+                                        "major axis, counter-clockwise, in [-90, 90] (as scikit-image)", "shape")
+    props["touches_border"] = Property("touches_border", "bool", "the crystal is cut by its image border "
+                                       "(truncated outline; NA when not given)", "quality", "boolean",
+                                       classifier=True)
+    props["occluded_likely"] = Property("occluded_likely", "bool", f"solidity < {OCCLUSION_SOLIDITY} or "
+                                        f"concavity_max > {OCCLUSION_CONCAVITY}: part of the crystal is "
+                                        "probably hidden", "quality", "boolean")
+    return props
+
+
+PROPERTIES: dict[str, Property] = _registry()
+"""Every column of `morphometry_table`, in table order."""
+
+HANDCRAFTED_COLUMNS: tuple[str, ...] = tuple(name for name, p in PROPERTIES.items() if p.classifier)
+"""Classifier inputs: scale-free shape, facet and texture measures. Absolute sizes are left out
+because they follow the magnification of each SEM image, not the crystal class; orientation
+because a rotated crystal is the same crystal."""
+
+_PIXEL_COLUMNS = [name for name in PROPERTIES
+                  if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
+
+
+def properties_table() -> pd.DataFrame:
+    """The property registry as a table (name, unit, group, classifier input, description)."""
+    return pd.DataFrame([{"name": p.name, "unit": p.unit, "group": p.group, "classifier": p.classifier,
+                          "description": p.description} for p in PROPERTIES.values()])
+
+
+def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] | None = None,
+                      pixel_size_nm: float | Sequence[float] | None = None,
+                      touches_border: Sequence[bool] | None = None, n_jobs: int = 1) -> pd.DataFrame:
+    """One row per crystal mask, the columns of `PROPERTIES` (units in `.attrs["units"]`).
+
+    images: the crystals' grey crops, same shapes as the masks, for facet and texture columns (NaN
+        without them).
+    pixel_size_nm: one value for all crystals or one per crystal; NaN or None means unknown and gives
+        NaN physical columns: nothing is converted on a guessed scale.
+    touches_border: per crystal, from the source image; NA when not given.
+    n_jobs: worker processes (forked) sharing the crystals; the table is the same for any number.
+    Masks too small to measure (fewer than `MIN_AREA_PX` pixels, or empty) give NaN rows and one
+    warning naming them.
+    """
+    masks = list(masks)
+    n = len(masks)
+    images = _check_images(images, masks)
+    pixel = _pixel_sizes(pixel_size_nm, n)
+    items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
+    measured = _measure_all(items, n_jobs)
+    rows = [row for row, _ in measured]
+    matrices = {i: matrix for i, (_, matrix) in enumerate(measured) if matrix is not None}
+    table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
+    if matrices:
+        for name, values in texture.glcm_features(np.concatenate(list(matrices.values()), axis=2)).items():
+            table.loc[list(matrices), name] = values
+    for name, dim, _ in _SIZES:
+        if dim == 1:
+            table[f"{name}_nm"] = table[f"{name}_px"].astype(float) * pixel
+        else:
+            table[f"{name}_um2"] = table[f"{name}_px"].astype(float) * (pixel / 1000.0) ** 2
+    table["touches_border"] = _border(touches_border, n)
+    table = table[list(PROPERTIES)].astype({name: p.dtype for name, p in PROPERTIES.items()})
+    table.attrs["units"] = {name: p.unit for name, p in PROPERTIES.items()}
+    _warn_small(table)
+    return table
+
+
+def handcrafted_features(dataset: CrystalDataset, n_jobs: int = 1) -> pd.DataFrame:
+    """The classifier inputs (`HANDCRAFTED_COLUMNS`) of every crystal as floats, indexed by crystal id.
+
+    NaN marks a value that could not be measured (tiny mask); the classifier pipelines impute it.
+    """
+    table = morphometry_table(dataset.crop_masks, dataset.crops, dataset.pixel_size_nm,
+                              dataset.touches_border, n_jobs)
+    features = table[list(HANDCRAFTED_COLUMNS)].astype("float64")
+    features.index = pd.Index(dataset.crystal_ids, name="crystal_id")
+    return features
+
+
+def _check_mask(mask: np.ndarray, i: int) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise DataError(f"crystal {i}: mask must be a 2-D array; got shape {mask.shape}")
+    return mask.astype(bool)
+
+
+def _check_images(images, masks: list) -> list | None:
+    if images is None:
+        return None
+    images = list(images)
+    if len(images) != len(masks):
+        raise DataError(f"got {len(images)} images for {len(masks)} masks; give one image per mask")
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        if np.shape(image) != np.shape(mask):
+            raise DataError(f"crystal {i}: image shape {np.shape(image)} differs from mask shape {np.shape(mask)}")
+    return images
+
+
+def _pixel_sizes(pixel_size_nm, n: int) -> np.ndarray:
+    """Per-crystal pixel size in nm, NaN where unknown; refuses non-positive sizes."""
+    if pixel_size_nm is None:
+        return np.full(n, np.nan)
+    sizes = np.broadcast_to(np.asarray(pixel_size_nm, dtype=np.float64), (n,)) if np.ndim(pixel_size_nm) == 0 \
+        else np.asarray(pixel_size_nm, dtype=np.float64)
+    if sizes.shape != (n,):
+        raise DataError(f"pixel_size_nm must be one value or one per crystal ({n}); got shape {sizes.shape}")
+    bad = np.isfinite(sizes) & (sizes <= 0) | np.isinf(sizes)
+    if bad.any():
+        raise DataError(f"pixel_size_nm must be positive (NaN for unknown); got {sizes[bad][0]} "
+                        f"for crystal {np.flatnonzero(bad)[0]}")
+    return sizes
+
+
+def _border(touches_border, n: int) -> pd.arrays.BooleanArray:
+    if touches_border is None:
+        return pd.array([pd.NA] * n, dtype="boolean")
+    flags = pd.array(np.asarray(touches_border, dtype=object), dtype="boolean")
+    if len(flags) != n:
+        raise DataError(f"touches_border has {len(flags)} values for {n} crystals")
+    return flags
+
+
+def _measure_all(items: list[tuple], n_jobs: int) -> list[tuple[dict, np.ndarray | None]]:
+    """`_measure` of every (mask, image), in chunks over `n_jobs` forked processes when worth it."""
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
+    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
+        return _measure_chunk(items)
+    chunks = [items[i:i + PARALLEL_CHUNK] for i in range(0, len(items), PARALLEL_CHUNK)]
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [result for chunk in pool.map(_measure_chunk, chunks) for result in chunk]
+
+
+def _measure_chunk(items: list[tuple]) -> list[tuple[dict, np.ndarray | None]]:
+    return [_measure(mask, image) for mask, image in items]
+
+
+def _measure(mask: np.ndarray, image: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
+    """Pixel-unit and scale-free measures of one crystal, and its GLCM (None without an image)."""
+    mask = _solid(mask)
+    area = int(mask.sum())
+    if area < MIN_AREA_PX:
+        return {"area_px": area}, None
+    out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi))}
+    out.update(_moments(mask, area))
+    out.update(_outline(mask, out["diameter_equivalent_px"]))
+    out.update(_feret(mask))
+    out["roundness"] = 4.0 * area / (np.pi * out["axis_major_length_px"] ** 2)
+    out["aspect_ratio_axes"] = _ratio(out["axis_major_length_px"], out["axis_minor_length_px"])
+    out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
+                                  or out["concavity_max"] > OCCLUSION_CONCAVITY)
+    if image is None:
+        return out, None
+    image = np.asarray(image, dtype=np.float32)
+    patch, interior = texture.texture_patch(image, mask)
+    edges = texture.edge_map(patch, interior)
+    out["facet_count"] = facets.facet_count(edges, interior)
+    out.update(texture.intensity_features(image, mask))
+    out.update(texture.texture_features(patch, interior, edges))
+    return out, texture.glcm(patch, interior)
+
+
+def _solid(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component, holes filled (background not reached from outside)."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if n > 1:
+        mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    outside, _ = ndi.label(~np.pad(mask, 1))
+    return (outside != outside[0, 0])[1:-1, 1:-1]
+
+
+def _moments(mask: np.ndarray, area: int) -> dict[str, float]:
+    """Second-moment ellipse and box measures, with scikit-image's definitions and sign conventions."""
+    rows, cols = np.nonzero(mask)
+    var_r, var_c, cov = rows.var(), cols.var(), np.mean((rows - rows.mean()) * (cols - cols.mean()))
+    spread = np.hypot((var_r - var_c) / 2.0, cov)
+    major, minor = (var_r + var_c) / 2.0 + spread, max((var_r + var_c) / 2.0 - spread, 0.0)
+    box = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    return {
+        "axis_major_length_px": float(4.0 * np.sqrt(major)),
+        "axis_minor_length_px": float(4.0 * np.sqrt(minor)),
+        "eccentricity": float(np.sqrt(1.0 - minor / major)) if major > 0 else np.nan,
+        "extent": area / box,
+        "orientation_deg": float(np.degrees(0.5 * np.arctan2(2.0 * cov, var_r - var_c))),
+    }
+
+
+def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
+    """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline."""
+    contour = _contour(mask)
+    perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
+    x, y = contour[:, 0], contour[:, 1]
+    area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+    hull = ConvexHull(contour)
+    sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
+    depth = (-(sparse @ hull.equations[:, :2].T + hull.equations[:, 2])).min(axis=1)
+    out = {
+        "perimeter_px": perimeter,
+        "convexity": hull.area / perimeter,
+        "solidity": area / hull.volume,
+        "circularity": 4.0 * np.pi * area / perimeter ** 2,
+        "concavity_max": float(max(0.0, depth.max()) / diameter),
+    }
+    out.update(facets.polygon_features(facets.outline_polygon(np.vstack([sparse, sparse[:1]]), diameter)))
+    return out
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """The closed 0.5-level outline of the lightly smoothed mask, (k, 2) row/col, first == last.
+
+    Smoothing (Gaussian, sigma `OUTLINE_SIGMA` px) removes the pixel staircase, which would lengthen
+    every slanted side by up to 8 % and make a disc look 10 % less circular than it is; a mask too
+    thin to survive it falls back to the raw outline. Masks wider than `OUTLINE_GRID` px are traced
+    on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
+    outline step, and a crystal's shape needs no more than ~64 px across.
+    """
+    step = max(1, -(-max(mask.shape) // OUTLINE_GRID))
+    pad = 3 * step
+    padded = np.pad(mask, pad).astype(np.float32)
+    smooth = ndi.gaussian_filter(padded, max(OUTLINE_SIGMA, step / 2))[::step, ::step]
+    contours = find_contours(smooth, 0.5)
+    if not contours:
+        step, contours = 1, find_contours(padded, 0.5)
+    return max(contours, key=len) * step - pad
+
+
+def _feret(mask: np.ndarray) -> dict[str, float]:
+    """Feret diameters from the convex hull of the pixel corners (rotating calipers).
+
+    Only the first and last pixel of each row can be hull points, so only their corners are used.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1)
+                              for dr in (-0.5, 0.5) for cols, dc in ((first, -0.5), (last, 0.5))])
+    hull = corners[ConvexHull(corners).vertices]
+    edges = np.roll(hull, -1, axis=0) - hull
+    normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
+    widths = np.ptp(hull @ normals.T, axis=0)
+    k = np.argmin(widths)
+    along = np.ptp(hull @ (edges[k] / np.linalg.norm(edges[k])))
+    diffs = hull[:, None, :] - hull[None, :, :]
+    return {
+        "feret_max_px": float(np.sqrt((diffs ** 2).sum(axis=2).max())),
+        "feret_min_px": float(widths[k]),
+        "aspect_ratio_feret": float(along / widths[k]),
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else np.nan
+
+
+def _warn_small(table: pd.DataFrame) -> None:
+    small = np.flatnonzero(table["area_px"].to_numpy(dtype=float, na_value=0) < MIN_AREA_PX)
+    if len(small):
+        shown = ", ".join(map(str, small[:10])) + (", ..." if len(small) > 10 else "")
+        warnings.warn(f"morphometry: {len(small)} crystal mask(s) with fewer than {MIN_AREA_PX} pixels "
+                      f"(rows {shown}); their measurements are NaN", stacklevel=3)

@@ -1,0 +1,350 @@
+"""Handcrafted morphometry against known geometry, and the classical model zoo on the suite's folds."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk, polygon
+from sklearn.pipeline import Pipeline
+
+from features.crossval import cross_validate_classifier, fit_predict_proba, training_index
+from features.embeddings import feature_matrix, feature_names, fold_features
+from features import morphometry
+from features.importance import importance_table, mean_importance, plot_importance
+from features.morphometry import (HANDCRAFTED_COLUMNS, PROPERTIES, handcrafted_features, morphometry_table,
+                                  properties_table)
+from features.zoo import create_classifier, list_classifiers
+from mcn.data.dataset import CrystalDataset
+from mcn.data.splits import grouped_folds
+from mcn.errors import DataError
+from mcn.metrics import metric_names
+
+CLASSES = ("RES", "PES", "AA", "RA")
+
+
+def disc_mask(radius: float, pad: int = 4) -> np.ndarray:
+    size = int(2 * radius) + 2 * pad
+    mask = np.zeros((size, size), bool)
+    mask[disk((size / 2, size / 2), radius)] = True
+    return mask
+
+
+def polygon_mask(corners: np.ndarray, size: int) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[polygon(corners[:, 0], corners[:, 1], mask.shape)] = True
+    return mask
+
+
+def regular_polygon(n: int, radius: float, size: int, turn_deg: float = 0.0) -> np.ndarray:
+    angles = np.deg2rad(np.arange(n) * 360 / n + turn_deg)
+    return polygon_mask(np.stack([size / 2 + radius * np.sin(angles), size / 2 + radius * np.cos(angles)], 1), size)
+
+
+def faceted_crystal(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A rhombohedron seen down its axis: a hexagon of three flat faces of different brightness."""
+    centre, radius = size / 2, size * 0.42
+    angles = np.deg2rad(np.arange(6) * 60 + 30)
+    corners = np.stack([centre + radius * np.sin(angles), centre + radius * np.cos(angles)], 1)
+    image, mask = np.zeros((size, size), np.float32), np.zeros((size, size), bool)
+    for k, brightness in enumerate((0.35, 0.6, 0.85)):
+        face = np.array([[centre, centre], corners[2 * k], corners[2 * k + 1], corners[(2 * k + 2) % 6]])
+        rr, cc = polygon(face[:, 0], face[:, 1], image.shape)
+        image[rr, cc], mask[rr, cc] = brightness, True
+    image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0, 1) * mask
+    return mask, image.astype(np.float32)
+
+
+def rounded_crystal(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A sphere: smooth shading, no faces."""
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r2 = (yy ** 2 + xx ** 2) / (size * 0.42) ** 2
+    mask = r2 < 1
+    image = 0.35 + 0.4 * np.sqrt(np.clip(1 - r2, 0, 1)) + 0.1 * xx / size
+    image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0, 1) * mask
+    return mask, image.astype(np.float32)
+
+
+def toy_dataset(n_per_class: int = 6) -> CrystalDataset:
+    """Faceted (RES, PES) and rounded (AA, RA) crystals of several sizes, 2 per source image."""
+    rng = np.random.default_rng(0)
+    crops, masks, labels = [], [], []
+    for label in range(4):
+        for i in range(n_per_class):
+            size = 30 + 12 * i + 4 * label
+            mask, image = (faceted_crystal if label < 2 else rounded_crystal)(size, rng)
+            crops.append(image), masks.append(mask), labels.append(label)
+    n = len(crops)
+    return CrystalDataset(crops=crops, crop_masks=masks, labels=labels, class_names=CLASSES,
+                          image_ids=[f"img{i // 2}" for i in range(n)], sample_ids=[""] * n,
+                          pixel_size_nm=np.full(n, 20.0), pixel_size_source=["cli"] * n,
+                          crystal_ids=[f"img{i // 2}/{i}" for i in range(n)], bboxes=-np.ones((n, 4)),
+                          touches_border=np.arange(n) % 5 == 0)
+
+
+# --- morphometry against known geometry -------------------------------------------------------------
+
+def test_disc_is_round():
+    row = morphometry_table([disc_mask(30)]).iloc[0]
+    assert row["circularity"] == pytest.approx(1.0, abs=0.03)
+    assert row["aspect_ratio_axes"] == pytest.approx(1.0, abs=0.02)
+    assert row["aspect_ratio_feret"] == pytest.approx(1.0, abs=0.05)
+    assert row["roundness"] == pytest.approx(1.0, abs=0.02)
+    assert row["convexity"] == pytest.approx(1.0, abs=0.01) and row["solidity"] == pytest.approx(1.0, abs=0.01)
+    assert row["diameter_equivalent_px"] == pytest.approx(60, rel=0.02)
+    assert row["vertex_count"] >= 7  # no corners to find: the polygon stays many-sided
+    assert not row["occluded_likely"]
+
+
+def test_two_to_one_rectangle():
+    mask = np.zeros((40, 60), bool)
+    mask[5:25, 5:45] = True  # 20 x 40 pixels
+    row = morphometry_table([mask]).iloc[0]
+    assert row["aspect_ratio_feret"] == pytest.approx(2.0, rel=1e-6)
+    assert row["aspect_ratio_axes"] == pytest.approx(2.0, rel=0.01)
+    assert row["feret_min_px"] == pytest.approx(20.0)
+    assert row["feret_max_px"] == pytest.approx(np.hypot(20, 40))
+    assert row["vertex_count"] == 4
+    assert row["corner_angle_mean_deg"] == pytest.approx(90.0, abs=1.0)
+    assert row["area_px"] == 800 and row["extent"] == pytest.approx(1.0)
+    assert abs(row["orientation_deg"]) == pytest.approx(90.0)  # long side along the columns
+
+
+def test_rotated_rectangle_min_feret_by_rotating_calipers():
+    angle = np.deg2rad(30)
+    along, across = np.array([np.sin(angle), np.cos(angle)]), np.array([np.cos(angle), -np.sin(angle)])
+    corners = 50 + np.array([s * 30 * along + t * 15 * across for s, t in ((-1, -1), (-1, 1), (1, 1), (1, -1))])
+    row = morphometry_table([polygon_mask(corners, 100)]).iloc[0]
+    assert row["feret_min_px"] == pytest.approx(30.0, abs=1.5)
+    assert row["aspect_ratio_feret"] == pytest.approx(2.0, rel=0.06)
+    assert row["vertex_count"] == 4
+
+
+@pytest.mark.parametrize("turn", [0.0, 17.0])
+def test_regular_hexagon_has_six_vertices(turn):
+    row = morphometry_table([regular_polygon(6, 35, 90, turn)]).iloc[0]
+    assert row["vertex_count"] == 6
+    assert row["corner_angle_mean_deg"] == pytest.approx(120.0, abs=2.0)
+
+
+def test_sizes_scale_with_the_pixel_size():
+    mask = regular_polygon(5, 25, 64)
+    table = morphometry_table([mask, mask, mask], pixel_size_nm=[10.0, 20.0, np.nan])
+    small, large, unknown = table.iloc[0], table.iloc[1], table.iloc[2]
+    assert small["area_um2"] == pytest.approx(small["area_px"] * 1e-4)
+    assert large["area_um2"] == pytest.approx(4 * small["area_um2"])
+    for name in ("perimeter", "diameter_equivalent", "axis_major_length", "axis_minor_length",
+                 "feret_max", "feret_min"):
+        assert large[f"{name}_nm"] == pytest.approx(2 * small[f"{name}_nm"])
+        assert small[f"{name}_nm"] == pytest.approx(10 * small[f"{name}_px"])
+        assert np.isnan(unknown[f"{name}_nm"])
+    assert np.isnan(unknown["area_um2"])
+    scale_free = [c for c in HANDCRAFTED_COLUMNS if c != "touches_border"]
+    pd.testing.assert_series_equal(small[scale_free], large[scale_free], check_names=False)
+
+
+def test_same_crystal_at_two_magnifications_measures_the_same():
+    coarse, fine = morphometry_table([disc_mask(20), disc_mask(40)], pixel_size_nm=[20.0, 10.0]).iloc
+    for column in ("area_um2", "perimeter_nm", "feret_max_nm", "diameter_equivalent_nm"):
+        assert fine[column] == pytest.approx(coarse[column], rel=0.04)
+
+
+def test_touches_border_is_passed_through_and_flagged():
+    masks = [disc_mask(10), disc_mask(10)]
+    table = morphometry_table(masks, touches_border=[True, False])
+    assert table["touches_border"].tolist() == [True, False]
+    assert morphometry_table(masks)["touches_border"].isna().all()  # unknown, not False
+    features = handcrafted_features(toy_dataset(2))
+    assert features["touches_border"].tolist() == [1.0, 0, 0, 0, 0, 1.0, 0, 0]
+
+
+def test_notched_crystal_is_likely_occluded():
+    mask = disc_mask(30)
+    mask[:34, 30:] = False  # a neighbour hides a quarter
+    row = morphometry_table([mask]).iloc[0]
+    assert row["occluded_likely"] and row["corner_concave_count"] >= 1
+
+
+def test_facets_from_intensity():
+    rng = np.random.default_rng(1)
+    faceted = [faceted_crystal(size, rng) for size in (40, 90, 150)]
+    rounded = [rounded_crystal(size, rng) for size in (40, 90, 150)]
+    table = morphometry_table([m for m, _ in faceted + rounded], [i for _, i in faceted + rounded])
+    assert table["facet_count"].tolist()[:3] == [3, 3, 3]
+    assert (table["facet_count"][3:] < 3).all()  # smooth shading: at most a limb ring beside the cap
+    assert (table["vertex_count"][:3] == 6).all()
+    assert table["intensity_std"][:3].min() > table["intensity_std"][3:].max()
+
+
+def test_empty_and_one_pixel_masks_give_nan_rows_and_one_clear_warning():
+    one = np.zeros((5, 5), bool)
+    one[2, 2] = True
+    with pytest.warns(UserWarning, match=r"2 crystal mask\(s\) with fewer than 4 pixels \(rows 1, 2\)"):
+        table = morphometry_table([disc_mask(8), one, np.zeros((6, 6), bool)],
+                                  [np.ones((24, 24)), np.ones((5, 5)), np.ones((6, 6))], pixel_size_nm=5.0)
+    assert table["area_px"].tolist() == [table["area_px"][0], 1, 0]
+    assert table.loc[1:, ["circularity", "feret_min_px", "edge_density"]].isna().all().all()
+    assert np.isfinite(table.loc[0, "circularity"])
+
+
+def test_empty_input_gives_an_empty_typed_table():
+    table = morphometry_table([])
+    assert list(table.columns) == list(PROPERTIES) and len(table) == 0
+    assert table["area_px"].dtype == "Int64" and table["touches_border"].dtype == "boolean"
+    assert table["circularity"].dtype == np.float64
+
+
+def test_registry_documents_every_column():
+    table = morphometry_table([disc_mask(12)], [np.full((32, 32), 0.5)], pixel_size_nm=20.0)
+    assert list(table.columns) == list(PROPERTIES)
+    assert table.attrs["units"]["area_um2"] == "um^2" and table.attrs["units"]["feret_min_nm"] == "nm"
+    docs = properties_table()
+    assert docs["description"].str.len().min() > 10 and docs["unit"].ne("").all()
+    assert not any(c.endswith(("_px", "_nm", "_um2")) or c == "orientation_deg" for c in HANDCRAFTED_COLUMNS)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"images": [np.zeros((3, 3))]}, "image shape"),
+    ({"pixel_size_nm": -1.0}, "must be positive"),
+    ({"pixel_size_nm": [1.0, 2.0]}, "one per crystal"),
+])
+def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        morphometry_table([disc_mask(5)], **kwargs)
+
+
+def test_handcrafted_features_are_numeric_and_indexed_by_crystal():
+    dataset = toy_dataset(3)
+    features = handcrafted_features(dataset)
+    assert list(features.columns) == list(HANDCRAFTED_COLUMNS)
+    assert (features.dtypes == np.float64).all()
+    assert features.index.tolist() == dataset.crystal_ids.tolist()
+    assert features.notna().all().all()
+
+
+# --- the classical model zoo -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def separable():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    X = rng.normal(size=(120, 5)) + 4 * np.eye(4, 5)[y]
+    X[rng.random(X.shape) < 0.05] = np.nan  # unmeasurable values, imputed inside the pipeline
+    groups = np.arange(120) % 10
+    return X, y, groups
+
+
+def test_every_classifier_learns_and_predicts_all_classes(separable):
+    X, y, _ = separable
+    assert list_classifiers() == ["logreg", "svm_rbf", "random_forest", "extra_trees", "knn", "hist_gb", "xgboost"]
+    train, test = np.arange(120) % 4 != 0, np.arange(120) % 4 == 0
+    quick = {"random_forest": {"n_estimators": 40}, "extra_trees": {"n_estimators": 40},
+             "xgboost": {"n_estimators": 40}}  # the defaults' size only costs test time
+    for name in list_classifiers():
+        pipeline = create_classifier(name)
+        assert isinstance(pipeline, Pipeline) and list(pipeline.named_steps) == ["impute", "scale", "model"]
+        proba, fit_seconds, predict_seconds = fit_predict_proba(name, X[train], y[train], X[test], 4,
+                                                                **quick.get(name, {}))
+        assert proba.shape == (30, 4) and np.allclose(proba.sum(axis=1), 1)
+        assert (proba.argmax(axis=1) == y[test]).mean() > 0.8, name
+        assert fit_seconds > 0 and predict_seconds > 0
+
+
+def test_fixed_seed_gives_identical_probabilities(separable):
+    X, y, _ = separable
+    first = fit_predict_proba("extra_trees", X[::2], y[::2], X[1::2], 4, seed=3, n_estimators=30)[0]
+    again = fit_predict_proba("extra_trees", X[::2], y[::2], X[1::2], 4, seed=3, n_estimators=30)[0]
+    np.testing.assert_array_equal(first, again)
+
+
+def test_a_class_missing_from_training_gets_zero_probability(separable):
+    X, y, _ = separable
+    keep = y != 2
+    with pytest.warns(UserWarning, match=r"class\(es\) \[2\] absent from the training part"):
+        proba = fit_predict_proba("xgboost", X[keep], y[keep], X, 4)[0]
+    assert proba.shape == (120, 4) and (proba[:, 2] == 0).all() and np.allclose(proba.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda X, y: (X, np.zeros_like(y)), "holds 1 class"),
+    (lambda X, y: (np.where(np.eye(120, 5, dtype=bool), np.inf, X), y), "infinite values in feature column"),
+    (lambda X, y: (X[:, 0], y), "2-D"),
+])
+def test_unusable_training_data_fails_with_a_clear_message(separable, change, message):
+    X, y = change(*separable[:2])
+    with pytest.raises(ValueError, match=message):
+        fit_predict_proba("logreg", X, y, separable[0], 4)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="choose from logreg"):
+        create_classifier("boosted_unicorn")
+    with pytest.raises(ValueError, match="no parameter"):
+        create_classifier("logreg", depth=3)
+    assert create_classifier("logreg", C=10.0).named_steps["model"].C == 10.0
+
+
+def test_cross_validation_on_grouped_folds(separable):
+    X, y, groups = separable
+    folds = grouped_folds(y, groups, n_splits=3, seed=0, class_names=CLASSES)
+    results = cross_validate_classifier("logreg", X, y, folds, CLASSES)
+    assert [r["fold"] for r in results] == [0, 1, 2]
+    for r, fold in zip(results, folds):
+        assert list(r["metrics"]) == metric_names(CLASSES) and r["metrics"]["top1"] > 0.8
+        np.testing.assert_array_equal(r["test_index"], fold.test)
+        assert r["probabilities"].shape == (len(fold.test), 4) and r["n_train"] == len(training_index(fold))
+    via_callable = cross_validate_classifier("logreg", lambda fold: X, y, folds, CLASSES)
+    via_tuple = cross_validate_classifier("logreg", lambda f: (X[training_index(f)], X[f.test]), y, folds, CLASSES)
+    for a, b, c in zip(results, via_callable, via_tuple):
+        np.testing.assert_allclose(a["probabilities"], b["probabilities"])
+        np.testing.assert_allclose(a["probabilities"], c["probabilities"])
+
+
+def test_feature_sets_use_each_folds_own_embeddings(separable):
+    X, y, groups = separable
+    folds = grouped_folds(y, groups, n_splits=2, seed=0, class_names=CLASSES)
+    embeddings = {0: np.zeros((120, 3)), 1: np.ones((120, 3))}
+    hybrid = fold_features("hybrid", X, embeddings)
+    np.testing.assert_array_equal(hybrid(folds[1])[:, 5:], 1.0)
+    assert feature_matrix("embedding", embeddings=embeddings[0]).shape == (120, 3)
+    assert feature_names("hybrid", ["a", "b"], 2) == ["a", "b", "emb_000", "emb_001"]
+    with pytest.raises(ValueError, match="no CNN embeddings for fold 1"):
+        fold_features("embedding", X, {0: embeddings[0]})(folds[1])
+    with pytest.raises(ValueError, match="needs embeddings"):
+        feature_matrix("hybrid", X)
+
+
+def test_importance_ranks_the_informative_feature_first(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    X = rng.normal(size=(90, 4))
+    X[:, 2] += 4 * y
+    names = ["noise_a", "noise_b", "signal", "noise_c"]
+    train, test = np.arange(90) % 3 != 0, np.arange(90) % 3 == 0
+    tables = [importance_table(X[train], y[train], X[test], y[test], names, seed=seed, n_repeats=3)
+              for seed in (0, 1)]
+    assert tables[0]["feature"][0] == "signal" and tables[0]["gain_share"].sum() == pytest.approx(1.0)
+    table = mean_importance(tables)
+    assert table["feature"][0] == "signal" and set(table["feature"]) == set(names)
+    path = plot_importance(table, tmp_path / "importance.png")
+    assert path.stat().st_size > 5000 and not list(tmp_path.glob(".*"))
+
+
+def test_handcrafted_features_separate_faceted_from_rounded_crystals():
+    dataset = toy_dataset(6)
+    X = handcrafted_features(dataset).to_numpy()
+    faceted = (dataset.labels < 2).astype(int)
+    folds = grouped_folds(faceted, dataset.image_ids, n_splits=3, seed=0, class_names=("round", "faceted"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing in the features should upset scikit-learn
+        results = cross_validate_classifier("logreg", X, faceted, folds, ("round", "faceted"))
+    assert np.mean([r["metrics"]["top1"] for r in results]) > 0.9
+
+
+def test_worker_processes_give_the_same_table(monkeypatch):
+    monkeypatch.setattr(morphometry, "PARALLEL_CHUNK", 10)
+    rng = np.random.default_rng(2)
+    crystals = [(faceted_crystal if i % 2 else rounded_crystal)(30 + i % 7 * 5, rng) for i in range(40)]
+    masks, images = [m for m, _ in crystals], [i for _, i in crystals]
+    pd.testing.assert_frame_equal(morphometry_table(masks, images, 20.0, n_jobs=2),
+                                  morphometry_table(masks, images, 20.0))
