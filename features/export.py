@@ -55,7 +55,7 @@ from features.rocktype import RockTyper, check_rock_types
 from features.summary import PREDICTED_CLASS, image_summary, sample_summary, statistic_columns
 from mcn.data.dataset import CrystalDataset
 from mcn.data.io import IMAGE_SUFFIXES, pixel_size_for, read_image, read_labels
-from mcn.data.scenes import MASK_SUFFIXES, Scene, _crop_scene, _read_images_csv
+from mcn.data.scenes import MASK_SUFFIXES, Scene, crop_scene, dataset_from_columns, empty_columns, read_images_csv
 from mcn.errors import DataError
 from mcn.segment.classical import ClassicalSegmenter
 from mcn.segment.preprocess import Preprocessor
@@ -166,7 +166,7 @@ def images_table(images_dir: Path) -> dict[str, dict]:
     """images.csv of the images folder, else of its parent, as {image_id: {column: value}}; {} if none."""
     for root in (images_dir, images_dir.parent):
         if (root / "images.csv").is_file():
-            return _read_images_csv(root)
+            return read_images_csv(root)
     return {}
 
 
@@ -215,16 +215,9 @@ def _crop_instances(info: ImageInfo, image: np.ndarray, labels: np.ndarray) -> C
     """Every instance cropped exactly as `mcn.data.scenes.load_scenes` crops training crystals."""
     scene = Scene(info.image_id, image, labels, info.pixel_size_nm, info.pixel_size_source,
                   info.sample_id, info.path)
-    columns: dict[str, list] = {k: [] for k in ("crops", "crop_masks", "names", "image_ids", "sample_ids",
-                                                "nm", "source", "crystal_ids", "bboxes", "touches")}
-    _crop_scene(scene, dict.fromkeys(np.unique(labels[labels > 0]).tolist(), "crystal"), CROP_MARGIN, columns)
-    n = len(columns["crops"])
-    return CrystalDataset(
-        crops=columns["crops"], crop_masks=columns["crop_masks"], labels=np.zeros(n, np.int64),
-        class_names=("crystal",), image_ids=columns["image_ids"], sample_ids=columns["sample_ids"],
-        pixel_size_nm=columns["nm"], pixel_size_source=columns["source"],
-        crystal_ids=columns["crystal_ids"], bboxes=np.array(columns["bboxes"]).reshape(n, 4),
-        touches_border=columns["touches"], name=info.image_id)
+    columns = empty_columns()
+    crop_scene(scene, dict.fromkeys(np.unique(labels[labels > 0]).tolist(), "crystal"), CROP_MARGIN, columns)
+    return dataset_from_columns(columns, np.zeros(len(columns["crops"]), np.int64), ("crystal",), name=info.image_id)
 
 
 def export(images_dir: Path, masks_dir: Path | None = None, segment: Segment | None = None,

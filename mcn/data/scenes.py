@@ -81,7 +81,7 @@ def iter_scenes(root: str | Path, pixel_size_nm: float | None = None) -> Iterato
     images = _scene_images(root)
     if not (root / "masks").is_dir():
         raise DataError(f"{root / 'masks'}: not found (a scene data set needs images/, masks/ and crystals.csv)")
-    info = _read_images_csv(root)
+    info = read_images_csv(root)
     crystals_sample = {}
     if (root / "crystals.csv").is_file():
         table = read_scene_table(root)
@@ -112,13 +112,12 @@ def load_scenes(root: str | Path, margin: float = 0.15, pixel_size_nm: float | N
     skipped["crystals.csv rows without a label"] = int((table["label"] == "").sum())
     rows = {image_id: dict(zip(group["instance_id"], group["label"]))
             for image_id, group in table.groupby("image_id")}
-    columns: dict[str, list] = {k: [] for k in ("crops", "crop_masks", "names", "image_ids", "sample_ids",
-                                                "nm", "source", "crystal_ids", "bboxes", "touches")}
+    columns = empty_columns()
     seen = set()
     for scene in iter_scenes(root, pixel_size_nm):
         seen.add(scene.image_id)
         wanted = rows.get(scene.image_id, {})
-        found = _crop_scene(scene, wanted, margin, columns)
+        found = crop_scene(scene, wanted, margin, columns)
         if not found:
             skipped["masks with no crystal"] += 1
         skipped["mask instances without a crystals.csv row"] += len(found - wanted.keys())
@@ -129,16 +128,29 @@ def load_scenes(root: str | Path, margin: float = 0.15, pixel_size_nm: float | N
     if not columns["crops"]:
         raise DataError(f"{root}: no labelled crystals found (crystals.csv rows must match mask instances)")
     labels, names = encode_labels(columns["names"], class_names, where=str(root / "crystals.csv"))
+    return dataset_from_columns(columns, labels, names, name=root.resolve().name, root=str(root))
+
+
+def empty_columns() -> dict[str, list]:
+    """The per-crystal lists `crop_scene` appends to."""
+    return {k: [] for k in ("crops", "crop_masks", "names", "image_ids", "sample_ids", "nm", "source",
+                            "crystal_ids", "bboxes", "touches")}
+
+
+def dataset_from_columns(columns: dict[str, list], labels: np.ndarray, class_names: tuple[str, ...],
+                         name: str, root: str = "") -> CrystalDataset:
+    """The crystals gathered by `crop_scene` as a CrystalDataset."""
     return CrystalDataset(
-        crops=columns["crops"], crop_masks=columns["crop_masks"], labels=labels, class_names=names,
+        crops=columns["crops"], crop_masks=columns["crop_masks"], labels=labels, class_names=class_names,
         image_ids=columns["image_ids"], sample_ids=columns["sample_ids"], pixel_size_nm=columns["nm"],
         pixel_size_source=columns["source"], crystal_ids=columns["crystal_ids"],
         bboxes=np.array(columns["bboxes"], dtype=np.int64).reshape(-1, 4),
-        touches_border=columns["touches"], name=root.resolve().name, root=str(root))
+        touches_border=columns["touches"], name=name, root=root)
 
 
-def _crop_scene(scene: Scene, wanted: dict[int, str], margin: float, columns: dict[str, list]) -> set[int]:
-    """Append the labelled crystals of one scene to `columns`; return every instance id in its mask.
+def crop_scene(scene: Scene, wanted: dict[int, str], margin: float, columns: dict[str, list]) -> set[int]:
+    """Append the labelled crystals of one scene to `columns` (see `empty_columns`); return every
+    instance id in its mask. Training crops and the export's classifier crops both come from here.
 
     `wanted` maps instance id to label ("" = listed but unlabelled).
     """
@@ -192,7 +204,7 @@ def _mask_path(root: Path, image_id: str) -> Path:
     raise DataError(f"{root / 'masks' / image_id}.tif: mask not found for image {image_id!r}")
 
 
-def _read_images_csv(root: Path) -> dict[str, dict]:
+def read_images_csv(root: Path) -> dict[str, dict]:
     """images.csv as {image_id: {"sample_id": str, "pixel_size_nm": float}}; {} when absent."""
     path = root / "images.csv"
     if not path.is_file():

@@ -1,0 +1,199 @@
+"""Segmentation benchmark: speed per whole SEM image and accuracy against ground-truth masks.
+
+Speed (seconds per image, median over images, after one warm-up image): each preprocessing step and
+the classical segmenter on synthetic scenes at `--image-size` (default 2048 px at the paper's 10 nm,
+the same field and crystals as the default 1024 px / 20 nm scenes), and SAM's automatic tiled
+segmentation. SAM timing needs no real weights (time does not depend on them): without
+`--sam-checkpoint` a ViT of `--sam-model-type` is built with random weights and its accuracy is not
+reported. Accuracy (pixel accuracy, IoU, Dice, instance precision/recall/F1 at IoU 0.5, pooled over
+images): the classical segmenter, and SAM when a checkpoint is given, on the default synthetic
+scenes (or `--scenes`) and on the real ampis-powder scenes when present.
+
+Writes OUT/segment_speed.csv and OUT/segment_speed.md (refuses to replace them without --overwrite).
+Small check: `python -m benchmarks.segment_speed --image-size 512 --n-images 2 --accuracy-images 2
+--sam-points-per-side 4 --out /tmp/segbench`. GPU run of SAM alone: `--sam-only --skip-accuracy
+--sam-precision bf16`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import mcn
+from benchmarks.table import to_markdown
+from mcn.data.scenes import iter_scenes
+from mcn.data.synthetic import default_dataset_dir, generate
+from mcn.errors import DataError
+from mcn.segment.classical import ClassicalSegmenter
+from mcn.segment.metrics import pool_metrics, segmentation_metrics
+from mcn.segment.preprocess import PAPER_STEPS, STEPS
+
+DEFAULT_FIELD_NM = 1024 * 20.0
+"""Field of view of the default synthetic scenes (1024 px at 20 nm)."""
+AMPIS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ampis-powder"
+AMPIS_MIN_CRYSTAL_PX = 12.0
+"""Tuned on ampis-powder (no pixel size recorded, so set in pixels)."""
+
+
+def _timed(fn, images: list[np.ndarray], desc: str) -> tuple[float, list]:
+    """Median seconds per image after one untimed warm-up call; also the outputs."""
+    fn(images[0])
+    seconds, outputs = [], []
+    for image in tqdm(images, desc=desc):
+        start = time.perf_counter()
+        outputs.append(fn(image))
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds)), outputs
+
+
+def _row(task: str, data: str, size: tuple[int, int], n: int, seconds: float | None = None,
+         metrics: dict | None = None, **extra) -> dict:
+    row = {"task": task, "data": data, "image_px": f"{size[0]}x{size[1]}", "n_images": n,
+           "seconds_per_image": seconds}
+    for key in ("pixel_accuracy", "iou", "dice", "precision", "recall", "f1"):
+        row[key] = None if metrics is None else metrics[key]
+    row.update(extra)
+    return row
+
+
+def _sam_segmenter(args: argparse.Namespace):
+    """SamSegmenter from the checkpoint, or on a randomly initialised ViT when none is given."""
+    from segment_anything import sam_model_registry
+
+    from mcn.segment.sam import SamSegmenter
+
+    model = args.sam_checkpoint or sam_model_registry[args.sam_model_type]()
+    return SamSegmenter(model, model_type=args.sam_model_type, points_per_side=args.sam_points_per_side,
+                        points_per_batch=args.sam_points_per_batch, device=args.device,
+                        precision=args.sam_precision)
+
+
+def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
+    """Per-image seconds of each preprocessing step, the classical segmenter and SAM."""
+    pixel_nm = DEFAULT_FIELD_NM / args.image_size
+    root = generate(tmp / "speed", n_images=args.n_images, image_size=args.image_size,
+                    pixel_size_nm=pixel_nm, seed=1)
+    scenes = list(iter_scenes(root))
+    images = [s.image for s in scenes]
+    shape = images[0].shape
+    rows = []
+    if not args.sam_only:
+        for name in PAPER_STEPS:
+            seconds, _ = _timed(STEPS[name](), images, f"preprocess:{name}")
+            rows.append(_row(f"preprocess:{name}", "synthetic", shape, len(images), seconds))
+        classical = ClassicalSegmenter.for_pixel_size(pixel_nm)
+        seconds, labels = _timed(classical.segment, images, "classical")
+        pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
+        rows.append(_row("classical", "synthetic", shape, len(images), seconds, pooled))
+    if not args.no_sam:
+        sam = _sam_segmenter(args)
+        seconds, labels = _timed(sam.segment, images, "SAM")
+        pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
+        rows.append(_row(f"sam:{args.sam_model_type}:{args.sam_precision}", "synthetic", shape,
+                         len(images), seconds, pooled if args.sam_checkpoint else None,
+                         device=str(sam.device_), weights=args.sam_checkpoint or "random"))
+    return rows
+
+
+def accuracy_rows(args: argparse.Namespace) -> list[dict]:
+    """Pooled metrics of the classical segmenter (and SAM with a checkpoint) on scene data sets."""
+    sets = [("synthetic-default" if args.scenes is None else Path(args.scenes).name,
+             Path(args.scenes) if args.scenes else default_dataset_dir(), None)]
+    if args.ampis and Path(args.ampis).is_dir():
+        sets.append(("ampis-powder", Path(args.ampis), AMPIS_MIN_CRYSTAL_PX))
+    rows = []
+    for name, root, min_px in sets:
+        scenes = list(iter_scenes(root))[: args.accuracy_images]
+        segmenters = [("classical", None)]
+        if args.sam_checkpoint and not args.no_sam:
+            segmenters.append((f"sam:{args.sam_model_type}", _sam_segmenter(args)))
+        for task, segmenter in segmenters:
+            per_image, seconds = [], []
+            for scene in tqdm(scenes, desc=f"{task} on {name}"):
+                if segmenter is None:
+                    segmenter_now = (ClassicalSegmenter(min_crystal_px=min_px) if min_px is not None
+                                     else ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm))
+                else:
+                    segmenter_now = segmenter
+                start = time.perf_counter()
+                labels = segmenter_now.segment(scene.image)
+                seconds.append(time.perf_counter() - start)
+                per_image.append(segmentation_metrics(labels, scene.labels))
+            rows.append(_row(task, name, scenes[0].image.shape, len(scenes), float(np.median(seconds)),
+                             pool_metrics(per_image)))
+    return rows
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """String cells: floats to 3 decimals, missing values empty."""
+    return frame.astype(object).apply(
+        lambda col: col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
+                            else f"{v:.3f}" if isinstance(v, float) else str(v)))
+
+
+def _write(out: Path, name: str, text: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, out / name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of the segmentation benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.segment_speed",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--image-size", type=int, default=2048, help="speed-test image side in px")
+    parser.add_argument("--n-images", type=int, default=3,
+                        help="timed images (the first is also run once untimed as a warm-up)")
+    parser.add_argument("--scenes", default=None, help="accuracy scenes (default: default synthetic set)")
+    parser.add_argument("--ampis", default=str(AMPIS_DIR), help="ampis-powder scenes ('' to skip)")
+    parser.add_argument("--accuracy-images", type=int, default=None, help="use only the first N scenes")
+    parser.add_argument("--sam-checkpoint", default=None, help="SAM weights (default: random, timing only)")
+    parser.add_argument("--sam-model-type", default="vit_b")
+    parser.add_argument("--sam-points-per-side", type=int, default=32)
+    parser.add_argument("--sam-points-per-batch", type=int, default=64,
+                        help="prompts decoded at once (256 was 12%% faster on an H100)")
+    parser.add_argument("--sam-precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--no-sam", action="store_true", help="skip SAM")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--sam-only", action="store_true",
+                        help="time SAM alone (a GPU run: the CPU timings belong to the CPU machine)")
+    parser.add_argument("--device", default=None, help="cuda or cpu for SAM (default: cuda if available)")
+    parser.add_argument("--out", default="benchmarks/results/segment", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.sam_only and args.no_sam:
+        sys.exit("error: --sam-only and --no-sam leave nothing to run")
+    if (out / "segment_speed.csv").exists() and not args.overwrite:
+        sys.exit(f"error: {out / 'segment_speed.csv'}: exists; pass --overwrite to replace it")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = speed_rows(args, Path(tmp))
+        if not args.skip_accuracy:
+            rows += accuracy_rows(args)
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    frame = pd.DataFrame(rows)
+    header = (f"# Segmentation benchmark\n\nmcn {mcn.__version__}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs; seconds are medians per image after a warm-up.")
+    table = to_markdown(_display(frame))
+    _write(out, "segment_speed.csv", frame.to_csv(index=False))
+    _write(out, "segment_speed.md", f"{header}\n\n{table}\n")
+    print(table)
+    print(f"wrote {out / 'segment_speed.csv'} and {out / 'segment_speed.md'}")
+
+
+if __name__ == "__main__":
+    main()
