@@ -1,0 +1,143 @@
+"""Benchmark profiles: how much compute one `python -m benchmarks.run` spends.
+
+`paper` is the paper's protocol (section 4.3) at every model's full input size; `quick` keeps every
+model family and the 5-fold CV but shrinks epochs and input sizes so the default command finishes
+within ~15 minutes on a 2-core CPU; `smoke` is for tests. The numbers live here, in one place, so
+they are easy to tune after timing a real run.
+
+Budget behind `quick` (torch backend; ~1,330 training crystals per fold, ~2,000 with the balancing
+copies, plus predictions for all ~1,850 crystals per fold for the embeddings): design.md measured a
+3 M-parameter CNN at 64 px at ~10 s/epoch and ResNet50 at 96 px at ~70 s/epoch on this CPU. Relative
+costs measured here per training crystal (MicroCrystalNet at 64 px = 1): VGG16 at 32 px 1.8,
+EfficientNetB0 at 32 px 2.4, ResNet50 at 32 px 4.1 (as slow as at 96 px: per-layer overhead
+dominates), DenseNet121 at 32 px 5.9, InceptionV3 at 75 px 8.5. One epoch of all five baselines
+over 5 folds would alone take ~30 minutes, so `quick` trains MicroCrystalNet and the two cheapest
+baselines by default (the family is kept); `--models cnn` runs all six at the sizes below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+CNN_MODELS = ("microcrystalnet", "vgg16", "resnet50", "inceptionv3", "densenet121", "efficientnetb0")
+"""The paper's model and its five baselines, in table order."""
+
+CLASSIFIERS = ("logreg", "svm_rbf", "random_forest", "extra_trees", "knn", "hist_gb", "xgboost")
+"""The classical model zoo (`features.zoo.list_classifiers()`)."""
+
+FEATURE_SETS = ("handcrafted", "embedding", "hybrid")
+"""Per-crystal features for classical models: morphometry, CNN embeddings, both."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Training budget per model; `None` input size means the model's own default."""
+
+    name: str
+    description: str
+    epochs: int
+    batch_size: int
+    lr_patience: int = 5
+    early_stopping_patience: int = 10
+    input_sizes: dict[str, int | None] = field(default_factory=dict)
+    epochs_per_model: dict[str, int] = field(default_factory=dict)
+    hparams: dict[str, dict] = field(default_factory=dict)
+    cnn_models: tuple[str, ...] = CNN_MODELS
+    classifiers: tuple[str, ...] = CLASSIFIERS
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+
+    def train_kwargs(self, model: str) -> dict:
+        """Keyword arguments for `mcn.train.TrainConfig` (seed added by the caller)."""
+        return {
+            "epochs": self.epochs_per_model.get(model, self.epochs),
+            "batch_size": self.batch_size,
+            "lr_patience": self.lr_patience,
+            "early_stopping_patience": self.early_stopping_patience,
+            "input_size": self.input_sizes.get(model),
+        }
+
+    def model_hparams(self, model: str) -> dict:
+        """Architecture overrides for `mcn.models.create_model` (empty: the model's defaults)."""
+        return dict(self.hparams.get(model, {}))
+
+    def default_models(self) -> list[str]:
+        """Every model this profile runs when `--models` is not given."""
+        return [*self.cnn_models, *(f"{c}:{f}" for c in self.classifiers for f in self.feature_sets)]
+
+    def digest(self) -> str:
+        """Hash of every setting: results made under other numbers are never reused."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+PAPER = Profile(
+    name="paper",
+    description="paper protocol: 30 epochs, batch 32, every CNN at its full input size",
+    epochs=30,
+    batch_size=32,
+)
+
+QUICK = Profile(
+    name="quick",
+    description="every model family, 5-fold CV: MicroCrystalNet (3 epochs, 48 px), VGG16 and "
+                "EfficientNetB0 (1 epoch, 32 px), 7 classifiers x 3 feature sets (~15 min on 2 CPU cores)",
+    epochs=1,
+    batch_size=32,
+    lr_patience=1,
+    early_stopping_patience=2,
+    # InceptionV3 needs >= 75 px; the other keras.applications models accept 32 px.
+    input_sizes={"microcrystalnet": 48, "vgg16": 32, "resnet50": 32, "inceptionv3": 75,
+                 "densenet121": 32, "efficientnetb0": 32},
+    epochs_per_model={"microcrystalnet": 3},
+    cnn_models=("microcrystalnet", "vgg16", "efficientnetb0"),
+)
+
+SMOKE = Profile(
+    name="smoke",
+    description="tests only: one epoch of a tiny MicroCrystalNet, two classifiers",
+    epochs=1,
+    batch_size=32,
+    lr_patience=1,
+    early_stopping_patience=1,
+    input_sizes={"microcrystalnet": 24},
+    hparams={"microcrystalnet": {"filters": [8, 8, 16, 16], "pca_dim": 8, "fc_units": [32, 16]}},
+    cnn_models=("microcrystalnet",),
+    classifiers=("logreg", "knn"),
+)
+
+PROFILES = {p.name: p for p in (PAPER, QUICK, SMOKE)}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`; an unknown name lists the known ones."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def detect_gpu(backend: str) -> str | None:
+    """Name of a GPU the Keras backend can use, or None. Call after KERAS_BACKEND is set."""
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else None
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return str(gpus[0]) if gpus else None
+    return None
+
+
+def default_profile(backend: str) -> tuple[Profile, str]:
+    """`paper` where the backend sees a GPU, else `quick`; with the reason to print."""
+    gpu = detect_gpu(backend)
+    if gpu:
+        return PAPER, f"GPU found for the {backend} backend ({gpu})"
+    return QUICK, f"no GPU found for the {backend} backend; pass --profile paper for the full protocol"

@@ -1,0 +1,96 @@
+"""Benchmark result files: one JSON per model (and per classical fold) under the output folder.
+
+The timm habit: every model becomes one flat record on disk, a failed model records `error`, and
+tables are made from these files, so a table can be re-made without retraining and an interrupted
+run resumes from what is already there. `config.json` names the data (fingerprint), profile, seed
+and folds the results belong to; results made under another configuration are never mixed in.
+
+Layout of an output folder:
+    config.json                       data fingerprint, profile (+ digest), seed, folds, backend
+    results/<model>.json              one record per model (below)
+    cnn/<model>/fold_<k>/             mcn.train's fold folders (model.keras, result.json, arrays.npz)
+    cnn/<model>/figures/, classical/<model>/figures/   confusion, PR, ROC (+ curves, t-SNE for CNNs)
+    classical/<model>/fold_<k>.json   one classical fold, with test indices and probabilities
+    errors/<model>.txt                traceback of a model that failed
+    comparison.{md,csv,tex,png}, critical_difference.png
+
+A model record: model, family ("cnn" | "classical"), feature_set ("image" | "handcrafted" |
+"embedding" | "hybrid"), classifier, class_names, backend, profile, seed, error (None or one line),
+n_params, flops, seconds, figures, and folds: [{fold, metrics (mcn.metrics names), n_train
+(crystals outside the test part), n_test, fit_seconds, inference_seconds_per_crystal, ...}].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = "results"
+CONFIG_FILE = "config.json"
+
+
+def slug(model: str) -> str:
+    """File-system name of a model (`xgboost:hybrid` -> `xgboost-hybrid`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model)
+
+
+def _default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically (temporary file in the same folder, then rename): no half-written results."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_default, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def check_config(out_dir: Path, config: dict, fresh: bool) -> None:
+    """Claim `out_dir` for `config`; refuse a folder holding results of a different configuration."""
+    path = Path(out_dir) / CONFIG_FILE
+    if path.is_file() and not fresh:
+        old = read_json(path)
+        changed = [k for k in config if old.get(k) != config[k]]
+        if changed:
+            detail = ", ".join(f"{k} {old.get(k)!r} -> {config[k]!r}" for k in changed)
+            raise ValueError(f"{out_dir} holds results of another configuration ({detail}); "
+                             "pass --fresh to replace them or choose another --out")
+    write_json(path, config)
+
+
+def result_path(out_dir: Path, model: str) -> Path:
+    return Path(out_dir) / RESULTS_DIR / f"{slug(model)}.json"
+
+
+def save_result(out_dir: Path, result: dict) -> Path:
+    path = result_path(out_dir, result["model"])
+    write_json(path, result)
+    return path
+
+
+def load_result(out_dir: Path, model: str) -> dict | None:
+    """The stored result of `model`, or None where there is none."""
+    path = result_path(out_dir, model)
+    return read_json(path) if path.is_file() else None
+
+
+def load_results(out_dir: Path) -> list[dict]:
+    """Every stored model result under `out_dir`, in file-name order."""
+    folder = Path(out_dir) / RESULTS_DIR
+    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []

@@ -1,0 +1,437 @@
+"""`python -m benchmarks.run`: every model on the same grouped folds, tracked in MLflow, one table.
+
+MicroCrystalNet and the five baseline CNNs train through `mcn.train.cross_validate`; the classical
+zoo (`features.zoo`) fits on handcrafted features, on the CNN embeddings of each fold's own
+MicroCrystalNet (trained on that fold's training part only), and on both. All share the folds of
+`mcn.data.splits.make_folds(dataset, folds, seed)` and the metric function of `mcn.metrics`.
+
+Interruption-safe: CNN folds are saved in `mcn.train`'s fold folders, classical folds as JSON, and a
+model's result as results/<model>.json once all its folds are done; rerunning the same command
+loads what is there (and says so) instead of recomputing. `config.json` ties an output folder to
+one data fingerprint, profile, seed and fold count, so a different configuration never reuses
+stale results. A model that fails records its error, the run goes on, and the exit code says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmarks import profiles
+from benchmarks import results as results_io
+from benchmarks.table import DEFAULT_RANK_METRIC
+from mcn.errors import DataError
+
+BACKENDS = ("torch", "tensorflow", "jax")
+FAMILIES = ("all", "cnn", "baselines", "classical")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark MicroCrystalNet, the baseline CNNs and classical models (handcrafted, CNN-"
+                    "embedding and hybrid features) on the same grouped folds; log to MLflow; print a "
+                    "comparison table with significance tests.")
+    p.add_argument("--data", help="scene folder or patch folder (default: the cached synthetic data set)")
+    p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
+    p.add_argument("--models",
+                   help="comma list of models: CNN names (microcrystalnet, vgg16, ...), classical "
+                        "CLASSIFIER:FEATURES (xgboost:hybrid), a classifier (all its feature sets), a feature "
+                        "set (handcrafted, embedding, hybrid), or a family (all, cnn, baselines: every "
+                        "registered CNN; classical); default: the profile's models")
+    p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
+    p.add_argument("--profile", choices=tuple(profiles.PROFILES),
+                   help="compute budget (default: paper on a GPU, quick otherwise)")
+    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
+                   help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
+    p.add_argument("--embedding-model", default="microcrystalnet",
+                   help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
+    p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
+                   help="metric that ranks models and drives the tests (default: %(default)s)")
+    p.add_argument("--out", type=Path,
+                   help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--fresh", action="store_true", help="delete the results stored in --out first, recompute all")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keras and mlflow import tensorflow if present
+    try:
+        _select_backend(args.backend)  # before anything imports keras
+        bench = Benchmark.setup(args)
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    failed = bench.run()
+    if failed:
+        sys.exit(f"error: {len(failed)} model(s) failed: " + "; ".join(f"{m} ({e})" for m, e in failed.items()))
+
+
+def _select_backend(name: str) -> None:
+    from mcn.train import _select_backend as select
+
+    select(name)
+
+
+def resolve_models(spec: str | None, profile: profiles.Profile, cnns: list[str],
+                   classifiers: list[str]) -> list[str]:
+    """The model names a `--models` value asks for, CNNs first, unknown names refused.
+
+    Without a value: the profile's models. `cnn`, `baselines` and `all` mean every registered CNN
+    (run at the profile's sizes), so `--profile quick --models all` is the whole zoo, small.
+    """
+    if not spec:
+        return profile.default_models()
+    classical = [f"{c}:{f}" for c in profile.classifiers for f in profile.feature_sets]
+    families = {"all": [*cnns, *classical], "cnn": list(cnns),
+                "baselines": [m for m in cnns if m != "microcrystalnet"], "classical": classical}
+    chosen: list[str] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        clf, _, fs = item.partition(":")
+        if item in families:
+            names = families[item]
+        elif item in cnns:
+            names = [item]
+        elif item in classifiers:
+            names = [f"{item}:{f}" for f in profiles.FEATURE_SETS]
+        elif item in profiles.FEATURE_SETS:
+            names = [f"{c}:{item}" for c in profile.classifiers]
+        elif clf in classifiers and fs in profiles.FEATURE_SETS:
+            names = [item]
+        else:
+            raise ValueError(
+                f"unknown model {item!r}; choose CNNs ({', '.join(cnns)}), classifiers "
+                f"({', '.join(classifiers)}) optionally as CLASSIFIER:{'|'.join(profiles.FEATURE_SETS)}, "
+                f"feature sets, or families ({', '.join(FAMILIES)})")
+        chosen += [n for n in names if n not in chosen]
+    return sorted(chosen, key=lambda m: ":" in m)
+
+
+def _default_profile(args: argparse.Namespace) -> tuple[profiles.Profile, str]:
+    if args.profile:
+        return profiles.get_profile(args.profile), "chosen with --profile"
+    profile, reason = profiles.default_profile(args.backend)
+    if profile is profiles.PAPER and args.backend != "jax":
+        reason += "; --backend jax is the fastest Keras backend on a GPU"
+    return profile, reason
+
+
+@dataclass
+class Benchmark:
+    """One invocation: data, folds, profile, output folder and the models to run."""
+
+    args: argparse.Namespace
+    dataset: object
+    folds: list
+    profile: profiles.Profile
+    models: list[str]
+    out: Path
+    config: dict
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    _handcrafted: tuple[np.ndarray, float] | None = None
+    _embeddings: list | None = None
+
+    @classmethod
+    def setup(cls, args: argparse.Namespace) -> "Benchmark":
+        """Check everything a run needs before any training: data, folds, models, output folder."""
+        from features.zoo import list_classifiers
+        from mcn.data.load import load_dataset
+        from mcn.data.splits import make_folds
+        from mcn.models import list_models
+
+        profile, reason = _default_profile(args)
+        print(f"profile: {profile.name} ({reason}): {profile.description}")
+        if args.embedding_model not in list_models():
+            raise ValueError(f"unknown --embedding-model {args.embedding_model!r}; choose from "
+                             f"{', '.join(list_models())}")
+        if args.data is not None and not Path(args.data).exists():
+            raise DataError(f"{args.data}: no such data set folder")
+        dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
+        if len(dataset) == 0:
+            raise DataError(f"{args.data or dataset.root}: the data set holds no crystals")
+        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+        models = resolve_models(args.models, profile, list(list_models()), list(list_classifiers()))
+        if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
+            print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
+            models.insert(0, args.embedding_model)
+        out = args.out or Path("mlruns") / "benchmark" / f"{dataset.name}-{profile.name}-seed{args.seed}"
+        config = {"data_fingerprint": dataset.fingerprint(), "data_name": dataset.name,
+                  "profile": profile.name, "profile_digest": profile.digest(), "seed": args.seed,
+                  "folds": args.folds, "embedding_model": args.embedding_model, "backend": args.backend}
+        _claim(out, config, args.fresh)
+        print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
+              f"{config['data_fingerprint']}); {len(folds)} grouped folds, seed {args.seed}; "
+              f"{len(models)} models on {args.backend}; results in {out}")
+        return cls(args, dataset, folds, profile, models, out, config)
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, str]:
+        """Run (or load) every model, log to MLflow, write and print the table; failed models."""
+        from benchmarks import tracking
+
+        start = time.perf_counter()
+        uri = tracking.configure(self.args.tracking_uri)
+        experiment = tracking.experiment_id(self.dataset.name, uri)
+        tags = self._tags(tracking, family="benchmark")
+        params = {**vars(self.args), **self.config, "models": ",".join(self.models)}
+        with tracking.start_run(f"benchmark {self.profile.name} seed{self.args.seed}", experiment=experiment,
+                                tags=tags, params=params):
+            for model in tqdm(self.models, desc="models", unit="model", disable=self.args.quiet):
+                result = self._run_model(model)
+                if result.get("error"):
+                    self.failed[model] = result["error"]
+                self._log_model(tracking, result, uri)
+            comparison = self._tables(tracking)
+        self._summary(time.perf_counter() - start, comparison)
+        return self.failed
+
+    def _run_model(self, model: str) -> dict:
+        stored = results_io.load_result(self.out, model)
+        if stored and not stored.get("error"):
+            tqdm.write(f"{model}: all folds done earlier, loaded from {results_io.result_path(self.out, model)}")
+            self.reused.append(model)
+            return stored
+        started = time.perf_counter()
+        try:
+            result = self._cnn(model) if ":" not in model else self._classical(model)
+        except Exception as exc:  # noqa: BLE001 - one failing model must not stop the benchmark
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            tqdm.write(f"{model}: FAILED: {message}")
+            (self.out / "errors").mkdir(parents=True, exist_ok=True)
+            (self.out / "errors" / f"{results_io.slug(model)}.txt").write_text(traceback.format_exc())
+            result = {**self._identity(model), "folds": [], "error": message}
+        result["seconds"] = time.perf_counter() - started
+        results_io.save_result(self.out, result)
+        return result
+
+    def _identity(self, model: str) -> dict:
+        clf, _, fs = model.partition(":")
+        return {"model": model, "family": "classical" if fs else "cnn", "feature_set": fs or "image",
+                "classifier": clf if fs else None, "class_names": list(self.dataset.class_names),
+                "backend": self.args.backend, "profile": self.profile.name, "seed": self.args.seed,
+                "error": None}
+
+    def _cnn_results(self, model: str) -> list:
+        """Fold results of a CNN: trained, or loaded from its fold folders by `mcn.train`."""
+        from mcn.train import TrainConfig, cross_validate
+
+        config = TrainConfig(**self.profile.train_kwargs(model), seed=self.args.seed)
+        return cross_validate(model, self.dataset, self.folds, config, self.profile.model_hparams(model),
+                              self.out / "cnn" / model, progress=not self.args.quiet)
+
+    def _cnn(self, model: str) -> dict:
+        from mcn.evaluate import write_figures
+
+        folder = self.out / "cnn" / model
+        before = sum((folder / f"fold_{f.index}").is_dir() for f in self.folds)
+        fold_results = self._cnn_results(model)
+        (self.reused if before == len(self.folds) else self.trained).append(model)
+        if model == self.args.embedding_model:
+            self._embeddings = fold_results
+        figures = write_figures(fold_results, self.dataset, folder / "figures")
+        first = fold_results[0]
+        n = len(self.dataset)
+        return {
+            **self._identity(model), "n_params": first.n_params, "flops": first.flops,
+            "input_size": first.input_size, "hparams": first.hparams, "train_config": first.config,
+            "figures": sorted(str(p) for p in figures),
+            "folds": [{"fold": r.fold, "metrics": r.metrics, "n_test": len(r.test_index),
+                       "n_train": n - len(r.test_index), "fit_seconds": r.train_seconds,
+                       "inference_seconds_per_crystal": r.inference_seconds_per_crystal,
+                       "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
+                       "seconds_per_epoch": r.seconds_per_epoch, "history": r.history,
+                       "model_path": r.model_path} for r in fold_results],
+        }
+
+    def _embedding_folds(self) -> list:
+        """The embedding CNN's fold results (trained or loaded once), for embedding features."""
+        model = self.args.embedding_model
+        if model in self.failed:
+            raise RuntimeError(f"embedding model {model} failed: {self.failed[model]}")
+        if self._embeddings is None:
+            tqdm.write(f"embeddings: loading {model}'s fold models")
+            self._embeddings = self._cnn_results(model)
+        return self._embeddings
+
+    def _handcrafted_features(self) -> tuple[np.ndarray, float]:
+        """Handcrafted features of every crystal (computed once) and their seconds per crystal."""
+        if self._handcrafted is None:
+            from features.morphometry import handcrafted_features
+
+            start = time.perf_counter()
+            table = handcrafted_features(self.dataset)
+            self._handcrafted = table.to_numpy(np.float64), (time.perf_counter() - start) / len(self.dataset)
+        return self._handcrafted
+
+    def _fold_features(self, feature_set: str):
+        """`fold -> features of every crystal` and the extraction cost per crystal of each fold."""
+        from features.embeddings import fold_features
+
+        handcrafted, embeddings = None, None
+        cost = {f.index: 0.0 for f in self.folds}
+        if feature_set != "embedding":
+            handcrafted, seconds = self._handcrafted_features()
+            cost = {k: v + seconds for k, v in cost.items()}
+        if feature_set != "handcrafted":
+            cnn = self._embedding_folds()
+            embeddings = {r.fold: r.embeddings for r in cnn}
+            cost = {r.fold: cost[r.fold] + r.inference_seconds_per_crystal for r in cnn}
+        return fold_features(feature_set, handcrafted, embeddings), cost
+
+    def _classical(self, model: str) -> dict:
+        """Fit and score one classifier on one feature set, fold by fold (stored folds are loaded)."""
+        from features.crossval import cross_validate_classifier
+
+        clf, _, feature_set = model.partition(":")
+        folder = self.out / "classical" / results_io.slug(model)
+        paths = {f.index: folder / f"fold_{f.index}.json" for f in self.folds}
+        done = {k for k, p in paths.items() if p.is_file()}
+        if done:
+            tqdm.write(f"{model}: {len(done)} fold(s) loaded from {folder} (not refitted)")
+        (self.reused if len(done) == len(self.folds) else self.trained).append(model)
+        x_for_fold, cost = self._fold_features(feature_set) if len(done) < len(self.folds) else (None, {})
+        folds = []
+        for fold in tqdm(self.folds, desc=f"{model} folds", unit="fold", leave=False, disable=self.args.quiet):
+            if fold.index in done:
+                folds.append(results_io.read_json(paths[fold.index]))
+                continue
+            r = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, [fold], self.dataset.class_names,
+                                          self.args.seed)[0]
+            record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
+                      "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
+                      "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
+                      "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
+            results_io.write_json(paths[fold.index], record)
+            folds.append(record)
+        figures = self._classical_figures(folds, folder)
+        slim = [{k: v for k, v in f.items() if k not in ("test_index", "probabilities")} for f in folds]
+        return {**self._identity(model), "n_params": None, "flops": None,
+                "n_features": folds[0]["n_features"], "figures": figures, "folds": slim}
+
+    def _classical_figures(self, folds: list[dict], folder: Path) -> list[str]:
+        """Confusion matrix, PR and ROC curves of the pooled out-of-fold predictions."""
+        from mcn.evaluate import plot_confusion, plot_pr_curves, plot_roc_curves
+
+        index = np.concatenate([f["test_index"] for f in folds]).astype(int)
+        proba = np.concatenate([np.asarray(f["probabilities"], float) for f in folds])
+        y, names, figures = self.dataset.labels[index], self.dataset.class_names, folder / "figures"
+        return [str(plot(y, proba, names, figures / f"{name}.png")) for plot, name in
+                ((plot_confusion, "confusion_matrix"), (plot_pr_curves, "precision_recall"),
+                 (plot_roc_curves, "roc"))]
+
+    # ---- MLflow -----------------------------------------------------------------------------
+
+    def _tags(self, tracking, **extra) -> dict[str, str]:
+        return tracking.run_tags(backend=self.args.backend, seed=self.args.seed,
+                                 data_fingerprint=self.config["data_fingerprint"], profile=self.profile.name,
+                                 data_name=self.dataset.name, folds=self.args.folds, **extra)
+
+    def _log_model(self, tracking, result: dict, uri: str) -> None:
+        """A child run per model (fold mean and std), a nested run per fold (CNN epoch curves)."""
+        tags = self._tags(tracking, family=result["family"], feature_set=result["feature_set"],
+                          model=result["model"], classifier=result.get("classifier"),
+                          embedding_model=self.args.embedding_model if result["family"] == "classical" else None)
+        params = {k: result.get(k) for k in ("input_size", "hparams", "train_config", "n_features") if result.get(k)}
+        try:
+            with tracking.start_run(result["model"], nested=True, tags=tags, params=params):
+                if result.get("error"):
+                    import mlflow
+
+                    mlflow.set_tag("error", result["error"][:5000])
+                    return
+                folds = result["folds"]
+                tracking.log_metrics({
+                    **tracking.summarize([f["metrics"] for f in folds]),
+                    "fit_seconds": float(np.mean([f["fit_seconds"] for f in folds])),
+                    "inference_ms_per_crystal": 1e3 * float(np.mean([f["inference_seconds_per_crystal"]
+                                                                     for f in folds])),
+                    **({"n_params": result["n_params"]} if result.get("n_params") else {}),
+                    **({"flops": result["flops"]} if result.get("flops") else {}),
+                })
+                for f in folds:
+                    with tracking.start_run(f"{result['model']} fold {f['fold']}", nested=True,
+                                            tags={**tags, "fold": str(f["fold"])}):
+                        tracking.log_metrics({**f["metrics"], "fit_seconds": f["fit_seconds"]})
+                        if f.get("history"):
+                            tracking.log_history(f["history"])
+                tracking.log_artifacts([Path(p) for p in result.get("figures", [])], "figures")
+                if result["family"] == "cnn":
+                    self._log_keras_model(tracking, result, uri)
+        except Exception as exc:  # noqa: BLE001 - tracking trouble must not lose the computed results
+            tqdm.write(f"{result['model']}: MLflow logging failed: {type(exc).__name__}: {exc}")
+
+    def _log_keras_model(self, tracking, result: dict, uri: str) -> None:
+        """Log the best fold's model once per store; a reused result links the earlier copy."""
+        import keras
+        import mlflow
+
+        import mcn.models  # noqa: F401 - registers MicroCrystalNet's layers for loading
+
+        logged = result.setdefault("logged_models", {})
+        best = max(result["folds"], key=lambda f: f["metrics"].get(self.args.rank_metric, -np.inf))
+        if uri not in logged or result["model"] in self.trained:
+            model = keras.saving.load_model(best["model_path"], compile=False)
+            logged[uri] = tracking.log_keras_model(model, "model", self.args.backend)
+            results_io.save_result(self.out, result)
+        mlflow.set_tags({"model_uri": logged[uri], "model_fold": str(best["fold"])})
+
+    # ---- output -----------------------------------------------------------------------------
+
+    def _tables(self, tracking):
+        """Write, log and print the comparison of this invocation's models; None if there is none."""
+        from benchmarks import table
+
+        stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
+        try:
+            comparison = table.compare(stored, self.args.rank_metric)
+        except ValueError as exc:
+            tqdm.write(f"no comparison table: {exc}")
+            return None
+        paths = table.write_tables(comparison, self.out)
+        tracking.log_artifacts(list(paths.values()), "comparison")
+        print()
+        print(table.compact_markdown(comparison))
+        print()
+        print("\n".join(comparison.notes))
+        print(f"full table: {paths['markdown']} (also .csv, .tex, .png)")
+        return comparison
+
+    def _summary(self, seconds: float, comparison) -> None:
+        minutes, secs = divmod(int(round(seconds)), 60)
+        ok = comparison.table[comparison.table["error"] == ""] if comparison is not None else None
+        best = ok.iloc[0] if ok is not None and len(ok) else None
+        print(f"done in {minutes} min {secs} s: {len(set(self.trained))} model(s) computed, "
+              f"{len(set(self.reused) - set(self.trained))} loaded from earlier runs, {len(self.failed)} failed")
+        if best is not None:
+            print(f"best model by {self.args.rank_metric}: {best['model']} "
+                  f"({best[self.args.rank_metric]:.3f} ± {best[self.args.rank_metric + '_std']:.3f})")
+        print(f"MLflow: mlflow ui --backend-store-uri {self.args.tracking_uri or 'sqlite:///mlruns/mlflow.db'}")
+
+
+def _claim(out: Path, config: dict, fresh: bool) -> None:
+    """Make `out` this configuration's folder: refuse a foreign folder; --fresh empties our own."""
+    marker = out / results_io.CONFIG_FILE
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise ValueError(f"{out} is not empty and not a benchmark folder; choose another --out")
+    if fresh and marker.is_file():
+        shutil.rmtree(out)
+    results_io.check_config(out, config, fresh)
+
+
+if __name__ == "__main__":
+    main()
