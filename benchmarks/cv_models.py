@@ -1,0 +1,145 @@
+"""`python -m benchmarks.cv_models`: the six CNNs by 5-fold grouped CV on one Keras backend.
+
+Reports, per model, mean +- std top-1 and macro F1 over the folds, parameter count, FLOPs per
+crystal and seconds per epoch, as cv_models.csv and cv_models.md in `--out/<backend>/`: run it once
+per backend to compare backends. Budgets come from `benchmarks.profiles` ("quick" by default;
+`--profile paper` is the full paper protocol: 30 epochs, batch 32, every CNN at its own input size);
+`--epochs` and `--input-size` override them. Training goes through `mcn.train.cross_validate`, so an
+interrupted run resumes from its fold folders; a model that fails records its error and the run
+goes on (the exit code then says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks import profiles
+from benchmarks.table import to_markdown
+from mcn.errors import DataError
+
+COLUMNS = ("model", "backend", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
+           "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "train_seconds",
+           "inference_ms_per_crystal", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cv_models", description=__doc__.split("\n")[0])
+    p.add_argument("--backend", choices=("torch", "tensorflow", "jax"),
+                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
+    p.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES),
+                   help="training budget (default: %(default)s)")
+    p.add_argument("--models", help=f"comma-separated CNNs (default: {','.join(profiles.CNN_MODELS)})")
+    p.add_argument("--epochs", type=int, help="epochs for every model (default: the profile's)")
+    p.add_argument("--input-size", type=int,
+                   help="patch side for every model, raised to a model's minimum (default: the profile's)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
+    p.add_argument("--out", default="runs/cv_models", help="output folder (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="retrain every fold instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def train_config(model: str, profile: profiles.Profile, args: argparse.Namespace):
+    """The profile's protocol for `model`, with the command line's epochs / input size."""
+    from mcn.models import model_defaults
+    from mcn.train import TrainConfig
+
+    kwargs = profile.train_kwargs(model)
+    if args.epochs is not None:
+        kwargs["epochs"] = args.epochs
+    if args.input_size is not None:
+        kwargs["input_size"] = max(args.input_size, model_defaults(model).min_input_size)
+    return TrainConfig(**kwargs, seed=args.seed, progress=not args.quiet)
+
+
+def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args: argparse.Namespace) -> dict:
+    """One table row: CV of `model`, or its error."""
+    import keras
+
+    from mcn.evaluate import write_report
+    from mcn.train import cross_validate
+
+    config = train_config(model, profile, args)
+    row = {"model": model, "backend": keras.backend.backend(), "epochs": config.epochs, "folds": len(folds)}
+    try:
+        results = cross_validate(model, dataset, folds, config, profile.model_hparams(model),
+                                 Path(args.out) / row["backend"] / model, resume=not args.fresh,
+                                 progress=not args.quiet)
+    except Exception as exc:  # noqa: BLE001  (a failing model is recorded, the others still run)
+        return {**row, "error": f"{type(exc).__name__}: {exc}"}
+    table = write_report(results, dataset, Path(args.out) / row["backend"] / model, figures=False)
+    mean, std = (table[table["fold"] == k].iloc[0] for k in ("mean", "std"))
+    return {**row, "input_size": results[0].input_size, "top1_mean": mean["top1"], "top1_std": std["top1"],
+            "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,
+            "flops": results[0].flops, "seconds_per_epoch": mean["seconds_per_epoch"],
+            "epochs_run": mean["epochs_run"], "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
+            "inference_ms_per_crystal": mean["inference_ms_per_crystal"], "error": ""}
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table with mean +- std cells and readable counts."""
+    def pm(row, name):
+        return "failed" if row["error"] else f"{row[f'{name}_mean']:.3f} ± {row[f'{name}_std']:.3f}"
+
+    cells = pd.DataFrame({
+        "model": table["model"], "backend": table["backend"], "input": table["input_size"].astype("Int64"),
+        "top-1": [pm(r, "top1") for _, r in table.iterrows()],
+        "F1 (macro)": [pm(r, "f1_macro") for _, r in table.iterrows()],
+        "params": [f"{v / 1e6:.2f} M" if v == v else "-" for v in table["n_params"]],
+        "FLOPs / crystal": [f"{v / 1e9:.3f} G" if v == v else "-" for v in table["flops"]],
+        "s / epoch": [f"{v:.2f}" if v == v else "-" for v in table["seconds_per_epoch"]],
+        "epochs run": [f"{v:.1f}" if v == v else "-" for v in table["epochs_run"]],
+        "error": table["error"].fillna("")})
+    return to_markdown(cells)
+
+
+def write_tables(rows: list[dict], folder: Path) -> pd.DataFrame:
+    """cv_models.csv and cv_models.md in `folder`, each written atomically."""
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("cv_models.csv", table.to_csv(index=False)), ("cv_models.md", markdown(table) + "\n")):
+        tmp = folder / f".{name}.tmp{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        from mcn.train import _select_backend
+
+        _select_backend(args.backend)
+        from mcn.data.load import load_dataset
+        from mcn.data.splits import make_folds
+
+        profile = profiles.get_profile(args.profile)
+        models = args.models.split(",") if args.models else list(profiles.CNN_MODELS)
+        unknown = sorted(set(models) - set(profiles.CNN_MODELS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(profiles.CNN_MODELS)}")
+        dataset = load_dataset(args.data)
+        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{dataset.name}: {len(dataset)} crystals, {len(folds)} folds, profile {profile.name}, "
+          f"backend {args.backend}")
+    rows = [benchmark_model(model, dataset, folds, profile, args) for model in models]
+    folder = Path(args.out) / args.backend
+    table = write_tables(rows, folder)
+    print(markdown(table))
+    print(f"wrote {folder / 'cv_models.csv'} and {folder / 'cv_models.md'}")
+    failed = table[table["error"].astype(bool)]
+    if len(failed):
+        sys.exit(f"error: {len(failed)} model(s) failed: {', '.join(failed['model'])}")
+
+
+if __name__ == "__main__":
+    main()
