@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from features.crossval import cross_validate_classifier, training_index
 from features.embeddings import FEATURE_SETS, fold_features, load_fold_embeddings
-from features.export import atomic_path
+from mcn.files import write_text
 from features.importance import importance_table, mean_importance, plot_importance
 from features.morphometry import handcrafted_features
 from features.zoo import list_classifiers
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.classical_models",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
-    p.add_argument("--out", default="runs/classical", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="mlruns/classical", help="output folder (default: %(default)s)")
     p.add_argument("--folds", type=int, default=5, help="grouped folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (default: %(default)s)")
     p.add_argument("--models", default=",".join(list_classifiers()),
@@ -86,15 +86,15 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fold_table = pd.DataFrame(rows)
     summary = summarise(fold_table)
-    _write(out / "folds.csv", fold_table.to_csv(index=False))
-    _write(out / "summary.csv", summary.to_csv(index=False))
-    _write(out / "summary.md", to_markdown(summary))
+    write_text(out / "folds.csv", fold_table.to_csv(index=False))
+    write_text(out / "summary.csv", summary.to_csv(index=False))
+    write_text(out / "summary.md", to_markdown(summary))
 
     importance = mean_importance([
         importance_table(handcrafted.to_numpy()[training_index(f)], dataset.labels[training_index(f)],
                          handcrafted.to_numpy()[f.test], dataset.labels[f.test], list(handcrafted.columns),
                          seed=args.seed) for f in tqdm(folds, desc="importance", unit="fold")])
-    _write(out / "importance.csv", importance.to_csv(index=False))
+    write_text(out / "importance.csv", importance.to_csv(index=False))
     plot_importance(importance, out / "importance.png",
                     title=f"XGBoost on handcrafted features, {dataset.name}, mean of {len(folds)} folds")
     print(to_markdown(summary))
@@ -134,11 +134,6 @@ def to_markdown(summary: pd.DataFrame) -> str:
               f"{r.f1_macro_mean:.3f} +- {r.f1_macro_std:.3f} | {r.fit_seconds:.2f} |"
               for r in summary.itertuples()]
     return "\n".join(lines) + "\n"
-
-
-def _write(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pandas as pd
 from benchmarks import profiles
 from benchmarks.table import to_markdown
 from mcn.errors import DataError
+from mcn.files import write_text
 
 COLUMNS = ("model", "backend", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
            "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "train_seconds",
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
-    p.add_argument("--out", default="runs/cv_models", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="mlruns/cv_models", help="output folder (default: %(default)s)")
     p.add_argument("--fresh", action="store_true", help="retrain every fold instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -105,9 +106,7 @@ def write_tables(rows: list[dict], folder: Path) -> pd.DataFrame:
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("cv_models.csv", table.to_csv(index=False)), ("cv_models.md", markdown(table) + "\n")):
-        tmp = folder / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        write_text(folder / name, text)
     return table
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmarks.table import to_markdown
+from mcn.files import write_text
 
 BACKENDS = ("torch", "tensorflow", "jax")
 COLUMNS = (
@@ -151,12 +152,6 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).apply(lambda column: column.map(cell))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _needs_fresh_process(backend: str) -> bool:
     """Select the backend here if keras is not imported yet; else it needs a fresh process."""
     if "keras" in sys.modules:
@@ -194,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.batch_size}; seconds per epoch = median after the first (warm-up) epoch; "
               "FLOPs count a multiply-add as 2.")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(csv_path, frame.to_csv(index=False))
-    _write_atomic(md_path, f"{header}\n\n{table}\n")
+    write_text(csv_path, frame.to_csv(index=False))
+    write_text(md_path, f"{header}\n\n{table}\n")
     print(table)
     failed = int(frame["error"].notna().sum())
     print(f"{len(frame) - failed}/{len(frame)} models measured; wrote {csv_path} and {md_path}")

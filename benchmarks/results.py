@@ -23,11 +23,11 @@ n_params, flops, seconds, figures, and folds: [{fold, metrics (mcn.metrics names
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
+from mcn.files import write_text
 
 RESULTS_DIR = "results"
 CONFIG_FILE = "config.json"
@@ -52,9 +52,7 @@ def write_json(path: Path, data: dict) -> None:
     """Write atomically (temporary file in the same folder, then rename): no half-written results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_default, allow_nan=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, default=_default, allow_nan=True))
 
 
 def read_json(path: Path) -> dict:

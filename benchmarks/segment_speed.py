@@ -37,6 +37,7 @@ from mcn.errors import DataError
 from mcn.segment.classical import ClassicalSegmenter
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
 from mcn.segment.preprocess import PAPER_STEPS, STEPS
+from mcn.files import write_text
 
 DEFAULT_FIELD_NM = 1024 * 20.0
 """Field of view of the default synthetic scenes (1024 px at 20 nm)."""
@@ -143,10 +144,7 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _write(out: Path, name: str, text: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, out / name)
+    write_text(out / name, text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from benchmarks import results as results_io  # noqa: E402
 from benchmarks import stats  # noqa: E402
 from mcn.metrics import metric_names  # noqa: E402
+from mcn.files import write_text
 
 DEFAULT_RANK_METRIC = "f1_macro"
 """Macro F1 weighs every class equally: crystal classes are imbalanced, so accuracy flatters."""
@@ -275,9 +276,9 @@ def write_tables(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
               "* = significant after Holm's adjustment at alpha 0.05")
     paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
              "latex": out_dir / "comparison.tex", "chart": out_dir / "comparison.png"}
-    _atomic_text(paths["markdown"], f"{to_markdown(frame)}\n\n{legend}\n\n{notes}\n")
-    _atomic_text(paths["csv"], comparison.table.to_csv(index=False))
-    _atomic_text(paths["latex"], to_latex(frame, f"Model comparison; {legend}.") + "\n")
+    write_text(paths["markdown"], f"{to_markdown(frame)}\n\n{legend}\n\n{notes}\n")
+    write_text(paths["csv"], comparison.table.to_csv(index=False))
+    write_text(paths["latex"], to_latex(frame, f"Model comparison; {legend}.") + "\n")
     bar_chart(comparison, paths["chart"])
     if comparison.friedman is not None:
         paths["cd_diagram"] = cd_diagram(
@@ -286,11 +287,6 @@ def write_tables(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
             f"Mean rank on {comparison.rank_metric} (Friedman p = {comparison.friedman.p_value:.3g})")
     return paths
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def compact_markdown(comparison: Comparison) -> str:

@@ -39,8 +39,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +56,7 @@ from mcn.data.dataset import CrystalDataset
 from mcn.data.io import IMAGE_SUFFIXES, pixel_size_for, read_image, read_labels
 from mcn.data.scenes import MASK_SUFFIXES, Scene, crop_scene, dataset_from_columns, empty_columns, read_images_csv
 from mcn.errors import DataError
+from mcn.files import atomic_path
 from mcn.segment.classical import ClassicalSegmenter
 from mcn.segment.preprocess import Preprocessor
 
@@ -277,18 +277,6 @@ def _instances(info: ImageInfo, image: np.ndarray, masks_dir: Path | None, segme
                                 f"{image.shape[0]}x{image.shape[1]}")
             return labels
     raise DataError(f"{masks_dir}: no mask named {info.image_id} ({', '.join(MASK_SUFFIXES)})")
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` (same suffix) that replaces it only if the block succeeds."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:

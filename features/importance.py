@@ -20,7 +20,7 @@ from sklearn.inspection import permutation_importance  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from features.crossval import fit_classifier  # noqa: E402
-from features.export import atomic_path  # noqa: E402
+from mcn.files import atomic_path  # noqa: E402
 
 COLUMNS = ("feature", "gain_share", "permutation_mean", "permutation_std")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
+from mcn.files import save_figure, write_text  # noqa: E402
 from mcn.metrics import SUMMARY_METRICS, confusion, metric_names  # noqa: E402
 
 MAX_STAGES = 6
@@ -36,11 +36,7 @@ def _save(fig, path: str | Path) -> Path:
     """Save a figure atomically (temporary file, then rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def out_of_fold(results, n_crystals: int) -> np.ndarray:
@@ -339,17 +335,13 @@ def write_report(results, dataset, out_dir: str | Path, figures: bool = True) ->
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = metrics_table(results)
-    tmp = out_dir / f".metrics.tmp{os.getpid()}.csv"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "metrics.csv")
+    write_text(out_dir / "metrics.csv", table.to_csv(index=False))
     first = results[0]
     record = {"model": first.model_name, "backend": first.backend, "input_size": first.input_size,
               "class_names": list(first.class_names), "data_fingerprint": first.data_fingerprint,
               "config": first.config, "hparams": first.hparams,
               **_json_rows(table)}
-    tmp = out_dir / f".metrics.tmp{os.getpid()}.json"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out_dir / "metrics.json")
+    write_text(out_dir / "metrics.json", json.dumps(record, indent=1))
     print(format_summary(table))
     if figures:
         for path in write_figures(results, dataset, out_dir / "figures"):

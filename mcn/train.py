@@ -32,6 +32,7 @@ from mcn.data.balance import apply_rotations, balance_by_rotation
 from mcn.data.splits import Fold, make_folds
 from mcn.errors import DataError
 from mcn.metrics import classification_metrics
+from mcn.files import atomic_path, write_text
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 RESULT_FILE = "result.json"
@@ -135,9 +136,9 @@ class FoldResult:
         record = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
         model_path = Path(self.model_path)
         record["model_path"] = model_path.name if model_path.parent == directory else str(model_path)
-        _atomic_write(directory / RESULT_FILE, lambda p: p.write_text(json.dumps(record, indent=1)))
-        _atomic_write(directory / ARRAYS_FILE,
-                      lambda p: np.savez(p, **{k: getattr(self, k) for k in self.ARRAYS}), suffix=".npz")
+        write_text(directory / RESULT_FILE, json.dumps(record, indent=1))
+        with atomic_path(directory / ARRAYS_FILE) as tmp:
+            np.savez(tmp, **{k: getattr(self, k) for k in self.ARRAYS})
 
     @classmethod
     def load(cls, directory: str | Path) -> "FoldResult":
@@ -151,16 +152,6 @@ class FoldResult:
         record["class_names"] = tuple(record["class_names"])
         record["model_path"] = str(directory / record["model_path"])
         return cls(**record)
-
-
-def _atomic_write(path: Path, write, suffix: str = "") -> None:
-    """Write through `write(tmp_path)` to a temporary file beside `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -268,7 +259,7 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     x_train, y_train = training_arrays(dataset, fold, size, config.balance, seed)
 
     model = create_model(model_name, input_shape=(size, size, 1), num_classes=n_classes, **hparams)
-    prepare_model(model, x_train)
+    prepare_model(model, x_train, seed=seed)
     model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy", metrics=["accuracy"])
     recorder = _epoch_recorder(config.epochs, f"{model_name} fold {fold.index}", config.progress)
     stopper = keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping_patience,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+"""Relative to the current directory: `optuna-dashboard sqlite:///mlruns/optuna.db`."""
+
+TARGET_NAME = "mean macro-F1 over CV folds"
+SELECTION_NOTE = ("value: mean macro-F1 over the study's grouped CV folds; it selected these parameters, so it "
+                  "is an optimistic estimate: confirm with benchmarks.run under another seed")
 
 
 class StudyError(ValueError):
@@ -28,9 +34,13 @@ class StudyError(ValueError):
 def open_study(name: str, storage: str = DEFAULT_STORAGE, seed: int = 0,
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create or resume the study `name` (maximising) in `storage`."""
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Create or resume the study `name` (maximising) in `storage`.
+
+    Only the default store's folder (mlruns/) is created; a user's SQLite path must lie in an
+    existing folder, so a typo fails here instead of scattering databases.
+    """
+    _check_sqlite_folder(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed by the caller
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     load_if_exists=True, pruner=pruner or optuna.pruners.MedianPruner(
@@ -42,8 +52,41 @@ def open_study(name: str, storage: str = DEFAULT_STORAGE, seed: int = 0,
     return study
 
 
+def _check_sqlite_folder(storage: str) -> None:
+    if not storage.startswith("sqlite:///"):
+        return
+    folder = Path(storage.removeprefix("sqlite:///")).parent
+    if storage == DEFAULT_STORAGE:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not folder.is_dir():
+        raise StudyError(f"cannot open Optuna storage {storage!r}: folder {folder} does not exist")
+
+
+def claim(study: optuna.Study, config: dict) -> None:
+    """Tie the study to one data set, fold split, seed and scale; refuse to resume it under others.
+
+    Trials of one study must score on the same folds, else their values are not comparable.
+    """
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", config)
+        return
+    changed = [k for k in config if stored.get(k) != config[k]]
+    if changed:
+        detail = ", ".join(f"{k} {stored.get(k)!r} -> {config[k]!r}" for k in changed)
+        raise StudyError(f"study {study.study_name!r} was made with other settings ({detail}); "
+                         "pass another --study-name or the original settings")
+
+
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that ran to the end (pruned and failed ones excluded)."""
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def spent_trials(study: optuna.Study) -> int:
+    """Trials that count against a `--trials` budget: completed and pruned ones."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in states for t in study.trials)
 
 
 def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:
@@ -52,26 +95,29 @@ def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:
     written = []
     done = finished_trials(study)
     trials_csv = out_dir / "trials.csv"
-    _atomic_write(trials_csv, study.trials_dataframe().to_csv(index=False))
+    write_text_atomic(trials_csv, study.trials_dataframe().to_csv(index=False))
     written.append(trials_csv)
     if not done:
         return written
     best = study.best_trial
     best_json = out_dir / "best_params.json"
-    _atomic_write(best_json, json.dumps({"study": study.study_name, "trial": best.number, "value": best.value,
-                                         "params": best.params, "user_attrs": best.user_attrs}, indent=2))
+    record = {"study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
+              "note": SELECTION_NOTE, "config": study.user_attrs.get("config"), "user_attrs": best.user_attrs}
+    write_text_atomic(best_json, json.dumps(record, indent=2))
     written.append(best_json)
-    ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-    written.append(_save(ax.figure, out_dir / "optimization_history.png"))
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=TARGET_NAME)
+    written.append(save_figure(ax.figure, out_dir / "optimization_history.png"))
     varied = {name for t in done for name in t.params if len({str(u.params.get(name)) for u in done}) > 1}
-    if len(done) >= 2 and len(varied) >= 2:
-        ax = optuna.visualization.matplotlib.plot_param_importances(study)
-        written.append(_save(ax.figure, out_dir / "param_importances.png"))
+    if len(done) >= 2 and varied:
+        ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=TARGET_NAME)
+        written.append(save_figure(ax.figure, out_dir / "param_importances.png"))
     return written
 
 
-def _save(figure, path: Path) -> Path:
-    figure.set_size_inches(8, 5)
+def save_figure(figure, path: Path, size: tuple[float, float] = (8, 5)) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    figure.set_size_inches(*size)
     figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=120)
@@ -80,7 +126,8 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

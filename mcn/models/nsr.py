@@ -173,7 +173,8 @@ def nsr_block(
     return features
 
 
-def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256) -> keras.Model:
+def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256,
+                  max_samples: int = 2048, seed: int = 0) -> keras.Model:
     """Fit the data-dependent NSR stages (z-score, PCA) from training patches; no-op without them.
 
     First the stem's BatchNorm moving statistics are set from the training patches (block by block),
@@ -181,6 +182,9 @@ def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256
     passed raw by an untrained BatchNorm (mean 0, variance 1). Then the stem features of `x_train`
     go through the stages in order, each fitted on the output of the previous one. Call it once per
     fold, before training, with that fold's training patches only (other patches would leak).
+    Statistics come from at most `max_samples` patches drawn with `seed` (plenty for a PCA of a few
+    hundred components; the full balanced training part, rotated copies included, costs one stem
+    pass per BatchNorm for no better estimate).
     """
     stages = [layer for layer in model.layers if isinstance(layer, (ZScore, PCAProjection))]
     if not stages:
@@ -192,6 +196,8 @@ def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256
             f"prepare_model: x_train must have shape (n, {', '.join(map(str, expected))}) to match "
             f"model {model.name!r}; got {x_train.shape}."
         )
+    if len(x_train) > max_samples:
+        x_train = x_train[np.sort(np.random.default_rng(seed).choice(len(x_train), max_samples, replace=False))]
     stem_layers = model.layers[: model.layers.index(stages[0])]
     for layer in stem_layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
 from mcn.segment.sam import SamSegmenter, load_sam, resolve_device, tile_boxes, to_rgb_uint8
+from mcn.files import atomic_path, write_text
 
 PARTS = ("mask_decoder", "prompt_encoder", "image_encoder")
 PROMPTS = ("box", "point", "mixed")
@@ -254,22 +253,13 @@ def save_checkpoint(model: Sam, path: str | Path, overwrite: bool = False) -> Pa
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,112 @@
+"""What `python -m studies.hpo` and `python -m studies.ablation` share on the command line.
+
+The common options (data, folds, seed, scale, storage, tracking, backend), loading the data once,
+and running a study's trials inside its MLflow parent run, writing the study's files even when the
+run is interrupted (Ctrl-C marks the running trial FAIL; rerunning the command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from tqdm.auto import tqdm
+
+from benchmarks import tracking
+from benchmarks.profiles import PROFILES, get_profile
+from studies import runs
+from studies.objectives import OBJECTIVE, StudyData
+from studies.study import DEFAULT_STORAGE
+
+BACKENDS = ("torch", "tensorflow", "jax")
+DEFAULT_ROOT = Path("mlruns") / "studies"
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser holding the options every study command takes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--scale", default="quick",
+                   help=f"compute budget per trial, a benchmarks profile: {', '.join(PROFILES)} (default: %(default)s)")
+    p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
+    p.add_argument("--folds", type=int, default=5, help="grouped CV folds, made once per study (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="fixes folds, sampler and training (default: %(default)s)")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed MicroCrystalNet argument on top of the scale's, repeatable (JSON values)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage URL, any RDB URL (default: %(default)s)")
+    p.add_argument("--study-name", help="Optuna study name (default: derived from the settings)")
+    p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
+                   help="studies folder: one subfolder per study, cached CNN embeddings (default: %(default)s)")
+    p.add_argument("--tracking-uri", help=f"MLflow store (default: {tracking.DEFAULT_TRACKING_URI})")
+    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
+                   help="Keras backend (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def load(args: argparse.Namespace) -> StudyData:
+    """Select the Keras backend, then load the data and make the folds once for every trial."""
+    from mcn.train import _parse_hparams, _select_backend
+
+    _select_backend(args.backend)  # before anything imports keras
+    if args.folds < 2:
+        raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    profile = get_profile(args.scale)
+    data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, _parse_hparams(args.hparam))
+    ds = data.dataset
+    print(f"data: {ds.name} ({len(ds)} crystals {ds.class_counts()}, fingerprint {data.fingerprint}); "
+          f"{len(data.folds)} grouped folds, seed {args.seed}; scale {profile.name}: {profile.description}")
+    return data
+
+
+def study_tags(args: argparse.Namespace, data: StudyData, kind: str) -> dict[str, str]:
+    """Reproducibility tags of the study's runs (data, seed, code and package versions)."""
+    return tracking.run_tags(backend=args.backend, seed=args.seed, data_fingerprint=data.fingerprint,
+                             family="study", study_kind=kind, scale=data.profile.name,
+                             data_name=data.dataset.name, folds=len(data.folds))
+
+
+def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, objective: Callable,
+               n_trials: int, tags: dict[str, str], params: dict,
+               write_outputs: Callable[[], list[Path]], callbacks: tuple = ()) -> None:
+    """Run `n_trials` trials inside the study's MLflow parent run; the files are written in any case.
+
+    Failed trials (a ValueError such as a PCA dimension larger than the features, or an MLflow store
+    that is busy) are recorded and the study goes on; they rerun on resume. KeyboardInterrupt
+    propagates after the files are written.
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking.configure(args.tracking_uri)
+    experiment = tracking.experiment_id(f"{data.dataset.name} studies", uri)
+    with runs.study_run(study, args.storage, experiment, tags, params):
+        try:
+            if n_trials > 0:
+                study.optimize(objective, n_trials=n_trials, timeout=args.timeout, catch=(ValueError, MlflowException),
+                               callbacks=[*callbacks, print_trial], show_progress_bar=not args.quiet)
+        finally:
+            paths = write_outputs()
+            tracking.log_artifacts(paths, "study")
+            complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            if complete:
+                tracking.log_metrics({f"best_{OBJECTIVE}": max(t.value for t in complete),
+                                      "trials_complete": len(complete)})
+
+
+def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial: state, score (or why it stopped), parameters."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        outcome = f"{OBJECTIVE} {trial.value:.3f} ± {trial.user_attrs.get(f'{OBJECTIVE}_std', float('nan')):.3f}"
+    elif trial.state == optuna.trial.TrialState.PRUNED:
+        steps = trial.intermediate_values
+        outcome = f"pruned after {len(steps)} fold(s) at {OBJECTIVE} {list(steps.values())[-1]:.3f}" if steps \
+            else "pruned"
+    else:
+        outcome = f"failed: {trial.user_attrs.get('error', 'see the log above')}"
+    tqdm.write(f"trial {trial.number}: {outcome}  {trial.params}")

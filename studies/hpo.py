@@ -1,0 +1,127 @@
+"""`python -m studies.hpo`: Optuna hyper-parameter search for MicroCrystalNet or a classical model.
+
+Objective: mean macro-F1 over grouped CV folds made once per study (see `studies.objectives`),
+reported fold by fold so a MedianPruner stops bad trials early. The study lives in an Optuna RDB
+storage (SQLite by default), so rerunning the same command resumes it, trial numbers continuing;
+`--trials` is the study's total budget of completed and pruned trials, `--timeout` a per-invocation
+limit. Each trial is an MLflow run nested under the study's run. Files land in --out/<study name>/:
+best_params.json, trials.csv, optimization_history.png, param_importances.png.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import optuna
+
+from mcn.errors import DataError
+from studies import cli, objectives, runs, spaces
+from studies.study import claim, finished_trials, open_study, spent_trials, write_study_outputs
+
+DEFAULT_TRIALS = 20
+
+
+def build_parser():
+    p = cli.parser("python -m studies.hpo",
+                   "Optuna hyper-parameter search (mean macro-F1 over grouped CV folds, pruned fold by fold, "
+                   "resumable, tracked in MLflow).")
+    p.add_argument("--model", default="microcrystalnet",
+                   help=f"microcrystalnet or a classifier: {', '.join(spaces.CLASSIFIERS)} (default: %(default)s)")
+    p.add_argument("--feature-set", help="classical models: handcrafted (default), embedding or hybrid")
+    p.add_argument("--params", help="comma list of parameters to search (default: the model's whole space: for "
+                                    f"microcrystalnet {', '.join(spaces.MICROCRYSTALNET)}); the others keep "
+                                    "the scale's defaults")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help="total trials of the study, completed or pruned (default: %(default)s); a rerun "
+                        "runs only the missing ones")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        space, feature_set = _space(args)
+        data = cli.load(args)
+        name = args.study_name or _study_name(args, data, feature_set)
+        study = open_study(name, args.storage, args.seed)
+        claim(study, {**data.config(), "model": args.model, "feature_set": feature_set,
+                      "objective": objectives.OBJECTIVE})
+        if feature_set:
+            data.features(feature_set)  # embeddings trained (or loaded) once, before the first trial
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    todo = max(args.trials - spent_trials(study), 0)
+    out = args.out / name
+    print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
+          f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
+    tags = cli.study_tags(args, data, "hpo")
+    objective = _objective(args.model, feature_set, space, data, tags)
+    budget = optuna.study.MaxTrialsCallback(args.trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                optuna.trial.TrialState.PRUNED))
+    params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
+              "space": {k: repr(v) for k, v in space.items()}}
+    try:
+        cli.run_trials(study, args, data, objective, todo, tags, params,
+                       lambda: write_study_outputs(study, out), callbacks=(budget,))
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: {spent_trials(study)} trial(s) finished; files in {out}; "
+                 "rerun the same command to resume")
+    _summary(study, out, args.storage)
+
+
+def _space(args) -> tuple[dict, str | None]:
+    """The narrowed search space and the feature set (None for MicroCrystalNet)."""
+    from features.embeddings import FEATURE_SETS
+
+    space = spaces.space_for(args.model)
+    if args.model == objectives.CNN:
+        if args.feature_set:
+            raise ValueError("--feature-set applies to classical models only, not to microcrystalnet")
+        feature_set = None
+    else:
+        feature_set = args.feature_set or "handcrafted"
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {feature_set!r}; choose from {', '.join(FEATURE_SETS)}")
+    names = None if args.params is None else [p.strip() for p in args.params.split(",") if p.strip()]
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1; got {args.trials}")
+    return spaces.narrow(space, names), feature_set
+
+
+def _study_name(args, data, feature_set: str | None) -> str:
+    model = f"{args.model}-{feature_set}" if feature_set else args.model
+    return f"hpo-{model}-{data.dataset.name}-{args.scale}-{len(data.folds)}fold-seed{args.seed}"
+
+
+def _objective(model: str, feature_set: str | None, space: dict, data, tags: dict):
+    """The study's objective: suggest, score fold by fold in a nested MLflow run, return the mean."""
+    def objective(trial: optuna.Trial) -> float:
+        values = spaces.suggest(trial, space)
+        with runs.trial_run(trial, tags, values):
+            if feature_set is None:
+                train, hparams = spaces.split_params(values)
+                folds = objectives.score_cnn(trial, data, train, hparams)
+            else:
+                folds = objectives.score_classifier(trial, data, model, feature_set, values)
+            return objectives.finish(trial, folds)
+
+    return objective
+
+
+def _summary(study: optuna.Study, out, storage: str) -> None:
+    done = finished_trials(study)
+    states = Counter(t.state.name.lower() for t in study.trials)
+    print(f"done: {len(study.trials)} trial(s) stored ({', '.join(f'{n} {s}' for s, n in states.items())})")
+    if done:
+        best = study.best_trial
+        print(f"best: trial {best.number}, mean f1_macro {best.value:.3f} "
+              f"± {best.user_attrs.get('f1_macro_std', float('nan')):.3f} over the folds, params {best.params}")
+        print("note: this CV score selected the parameters, so it is optimistic as a final estimate")
+    else:
+        print("no trial completed; see the errors above")
+    print(f"files: {out}; dashboard: optuna-dashboard {storage}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Scoring one trial: the same grouped folds for every trial, fold by fold, so a pruner can act.
+
+The data set is loaded and split ONCE per study, from the seed, outside the objective (Optuna's
+habit); every trial trains and scores on exactly those folds. The objective is the mean macro-F1
+over the folds' held-out parts (each fold's test part; the CNN's validation part is spent on early
+stopping). Because this cross-validated score is what picks the winning hyper-parameters, the best
+trial's value is an optimistic estimate of how that setting generalises: for a final number, run
+`python -m benchmarks.run` with the chosen setting under another seed, or nest the search in CV.
+
+After each fold the running mean is reported (`trial.report(mean, step=fold)`), so a
+`MedianPruner` stops a trial whose first folds already score below the median of earlier trials.
+Classical models on CNN embeddings use fold k's MicroCrystalNet (trained on fold k's training part
+only, at the study's scale), trained once per study set-up and cached under the studies folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+
+from benchmarks import tracking
+from benchmarks.profiles import Profile
+from mcn.data.splits import Fold
+from mcn.errors import DataError
+from mcn.metrics import SUMMARY_METRICS
+
+OBJECTIVE = "f1_macro"
+CNN = "microcrystalnet"
+
+
+@dataclass
+class StudyData:
+    """What every trial of a study shares: data, folds, scale, fixed hyper-parameters, features."""
+
+    dataset: object
+    folds: list[Fold]
+    profile: Profile
+    seed: int
+    root: Path
+    hparams: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    _handcrafted: np.ndarray | None = None
+    _embeddings: dict[int, np.ndarray] | None = None
+
+    @classmethod
+    def load(cls, data: str | None, n_folds: int, seed: int, profile: Profile, root: Path,
+             hparams: dict | None = None) -> "StudyData":
+        """Load the data set (None: the default synthetic one) and make its grouped folds."""
+        from mcn.data.load import load_dataset
+        from mcn.data.splits import make_folds
+
+        dataset = load_dataset(data)
+        if len(dataset) == 0:
+            raise DataError(f"{data or dataset.root}: the data set holds no crystals")
+        folds = make_folds(dataset, n_splits=n_folds, seed=seed)
+        return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint())
+
+    def config(self) -> dict:
+        """The settings a study's scores depend on (stored with the study, checked on resume)."""
+        return {"data_fingerprint": self.fingerprint, "data_name": self.dataset.name,
+                "folds": len(self.folds), "seed": self.seed, "scale": self.profile.name,
+                "profile_digest": self.profile.digest(), "hparams": {k: str(v) for k, v in self.hparams.items()}}
+
+    def train_config(self, overrides: dict | None = None):
+        """The scale's MicroCrystalNet training protocol with a trial's overrides."""
+        from mcn.train import TrainConfig
+
+        kwargs = {**self.profile.train_kwargs(CNN), **(overrides or {})}
+        return TrainConfig(**kwargs, seed=self.seed, progress=False)
+
+    def model_hparams(self, overrides: dict | None = None) -> dict:
+        """The scale's MicroCrystalNet hyper-parameters, then `--hparam`, then a trial's overrides."""
+        return {**self.profile.model_hparams(CNN), **self.hparams, **(overrides or {})}
+
+    def handcrafted(self) -> np.ndarray:
+        """Handcrafted features of every crystal (measured once per study)."""
+        if self._handcrafted is None:
+            from features.morphometry import handcrafted_features
+
+            self._handcrafted = handcrafted_features(self.dataset).to_numpy(np.float64)
+        return self._handcrafted
+
+    def embedding_dir(self) -> Path:
+        """Where the embedding CNN's folds are kept: one folder per data set, folds and settings."""
+        import keras
+
+        from mcn.train import run_hash
+
+        key = run_hash(CNN, self.train_config(), self.model_hparams(), keras.backend.backend())
+        return self.root / "embeddings" / f"{self.dataset.name}-{len(self.folds)}fold-{key}"
+
+    def fold_embeddings(self) -> dict[int, np.ndarray]:
+        """Fold k's MicroCrystalNet embeddings of every crystal; trained once, resumed from disk."""
+        if self._embeddings is None:
+            from mcn.train import cross_validate
+
+            results = cross_validate(CNN, self.dataset, self.folds, self.train_config(), self.model_hparams(),
+                                     self.embedding_dir(), progress=True)
+            self._embeddings = {r.fold: r.embeddings for r in results}
+        return self._embeddings
+
+    def features(self, feature_set: str) -> Callable[[Fold], np.ndarray]:
+        """`fold -> feature matrix of every crystal` for a classical model (computed up front)."""
+        from features.embeddings import fold_features
+
+        handcrafted = self.handcrafted() if feature_set in ("handcrafted", "hybrid") else None
+        embeddings = self.fold_embeddings() if feature_set in ("embedding", "hybrid") else None
+        return fold_features(feature_set, handcrafted, embeddings)
+
+
+def score_cnn(trial: optuna.Trial, data: StudyData, train_overrides: dict, hparam_overrides: dict,
+              prune: bool = True) -> list[dict]:
+    """Train MicroCrystalNet on each fold with the trial's settings; the fold metrics."""
+    from mcn.train import train_fold
+
+    config, hparams = data.train_config(train_overrides), data.model_hparams(hparam_overrides)
+    done: list[dict] = []
+    for fold in data.folds:
+        result = train_fold(CNN, data.dataset, fold, config, hparams)
+        _record(trial, fold.index, result.metrics, done, prune and fold is not data.folds[-1])
+    return done
+
+
+def score_classifier(trial: optuna.Trial, data: StudyData, name: str, feature_set: str, params: dict,
+                     prune: bool = True) -> list[dict]:
+    """Fit the classifier `name` on each fold's features with the trial's parameters; fold metrics."""
+    from features.crossval import cross_validate_classifier
+
+    features = data.features(feature_set)
+    done: list[dict] = []
+    for fold in data.folds:
+        result = cross_validate_classifier(name, features, data.dataset.labels, [fold], data.dataset.class_names,
+                                           data.seed, **params)[0]
+        _record(trial, fold.index, result["metrics"], done, prune and fold is not data.folds[-1])
+    return done
+
+
+def _record(trial: optuna.Trial, fold: int, metrics: dict, done: list[dict], prune: bool) -> None:
+    """Keep one fold's metrics, log them, report the running mean, and prune if the pruner says so.
+
+    The last fold is never pruned: the trial's cost is spent by then, and its full score is worth keeping.
+    """
+    done.append({k: float(metrics[k]) for k in SUMMARY_METRICS})
+    trial.set_user_attr("fold_metrics", done)
+    tracking.log_metrics({f"fold_{k}": v for k, v in done[-1].items()}, step=fold)
+    running = float(np.mean([m[OBJECTIVE] for m in done]))
+    trial.report(running, step=fold)
+    if prune and trial.should_prune():
+        tracking.log_metrics(tracking.summarize(done))
+        raise optuna.TrialPruned(f"mean {OBJECTIVE} {running:.3f} after {len(done)} fold(s)")
+
+
+def finish(trial: optuna.Trial, fold_metrics: list[dict]) -> float:
+    """Log the fold mean and std of every metric; the objective value (mean macro-F1)."""
+    summary = tracking.summarize(fold_metrics)
+    tracking.log_metrics(summary)
+    for key in (OBJECTIVE, f"{OBJECTIVE}_std", "top1", "top1_std"):
+        trial.set_user_attr(key, summary.get(key, float("nan")))
+    return summary[OBJECTIVE]

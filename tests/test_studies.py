@@ -1,0 +1,154 @@
+"""Optuna studies at smoke scale: resume, MLflow nesting, a MicroCrystalNet trial, an ablation table, errors.
+
+The tiny scene set (6 synthetic images) is split into 2 grouped folds; classical-model studies are
+the cheap ones, and the two MicroCrystalNet trainings (one HPO trial, the hybrid ablation's
+embedding CNN) use a 2-block net at 24 px for 1 epoch. One Optuna and one MLflow SQLite store
+serve the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from studies import ablation, hpo, objectives, spaces
+
+TINY = ["--hparam=filters=[4, 8]", "--hparam=kernel_sizes=[3, 3]", "--hparam=pca_dim=6", "--hparam=fc_units=[16]"]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    return {"optuna": f"sqlite:///{root}/optuna.db", "mlflow": f"sqlite:///{root}/mlflow.db", "out": root / "out"}
+
+
+@pytest.fixture(scope="module")
+def common(stores, tiny_scene_dir):
+    return ["--scale", "smoke", "--data", str(tiny_scene_dir), "--folds", "2", "--seed", "0", "--quiet",
+            "--storage", stores["optuna"], "--tracking-uri", stores["mlflow"], "--out", str(stores["out"]), *TINY]
+
+
+def _study(stores, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=stores["optuna"])
+
+
+def _mlflow_runs(stores) -> pd.DataFrame:
+    mlflow.set_tracking_uri(stores["mlflow"])
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+def test_spaces_use_the_model_and_classifier_argument_names():
+    from features.zoo import create_classifier
+    from mcn.models import model_defaults
+    from mcn.train import TrainConfig
+
+    hparams = set(model_defaults("microcrystalnet").hparams)
+    assert set(spaces.MICROCRYSTALNET) - set(spaces.TRAIN_PARAMS) <= hparams
+    assert set(spaces.TRAIN_PARAMS) <= set(TrainConfig.__dataclass_fields__)
+    for name, space in spaces.CLASSIFIERS.items():
+        create_classifier(name, **{k: d.low if hasattr(d, "low") else d.choices[0] for k, d in space.items()})
+    train, model = spaces.split_params({"batch_size": 64, "kernel_sizes": "7,5,3,3", "fc_dropout": 0.3})
+    assert train == {"batch_size": 64} and model == {"kernel_sizes": (7, 5, 3, 3), "fc_dropout": 0.3}
+
+
+def test_hpo_resumes_with_trial_numbers_continuing_and_trials_nested_in_mlflow(stores, common):
+    argv = ["--model", "logreg", "--study-name", "resume", *common]
+    hpo.main([*argv, "--trials", "2"])
+    assert [t.number for t in _study(stores, "resume").trials] == [0, 1]
+    hpo.main([*argv, "--trials", "4"])  # same study, budget raised: runs trials 2 and 3 only
+    study = _study(stores, "resume")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(len(t.intermediate_values) >= 1 for t in study.trials)  # reported fold by fold
+    out = stores["out"] / "resume"
+    best = json.loads((out / "best_params.json").read_text())
+    assert best["value"] == pytest.approx(study.best_value) and set(best["params"]) == {"C"}
+    assert "optimistic" in best["note"]
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+    assert all((out / f"{name}.png").stat().st_size > 0 for name in ("optimization_history", "param_importances"))
+
+    runs = _mlflow_runs(stores)
+    parents = runs[runs["tags.optuna_study"] == "resume"]
+    assert len(parents) == 1  # the resumed study reopened its own parent run
+    children = runs[runs["tags.mlflow.parentRunId"] == parents.run_id.iloc[0]]
+    assert sorted(children["tags.optuna_trial"].astype(int)) == [0, 1, 2, 3]
+    assert set(children.experiment_id) == set(parents.experiment_id)
+    assert children["metrics.f1_macro"].notna().any()
+
+
+def test_interrupted_trial_fails_and_the_study_resumes(stores, common, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    argv = ["--model", "knn", "--study-name", "interrupted", "--trials", "1", *common]
+    monkeypatch.setattr(objectives, "score_classifier", interrupt)
+    with pytest.raises(SystemExit, match="interrupted.*rerun the same command"):
+        hpo.main(argv)
+    monkeypatch.undo()
+    hpo.main(argv)
+    states = [(t.number, t.state) for t in _study(stores, "interrupted").trials]
+    assert states == [(0, optuna.trial.TrialState.FAIL), (1, optuna.trial.TrialState.COMPLETE)]
+    runs = _mlflow_runs(stores)
+    assert runs[runs["tags.optuna_study"] == "interrupted"].status.tolist() == ["FINISHED"]
+
+
+def test_microcrystalnet_trial_searches_the_named_parameters(stores, common):
+    hpo.main(["--model", "microcrystalnet", "--params", "fc_dropout,learning_rate", "--trials", "1",
+              "--study-name", "cnn", *common])
+    (trial,) = _study(stores, "cnn").trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and set(trial.params) == {"fc_dropout", "learning_rate"}
+    assert len(trial.user_attrs["fold_metrics"]) == 2 and 0 <= trial.value <= 1
+
+
+def test_hybrid_ablation_table_has_one_row_per_variant(stores, common, capsys):
+    ablation.main(["--ablation", "hybrid", "--study-name", "hybrid", *common])
+    table = pd.read_csv(stores["out"] / "hybrid" / "ablation.csv")
+    assert table["variant"].tolist() == [f"{c}:{f}" for c in ("logreg", "knn")
+                                         for f in ("handcrafted", "embedding", "hybrid")]
+    assert np.isfinite(table[["f1_macro", "f1_macro_std", "top1", "top1_std"]].to_numpy()).all()
+    assert (table["folds"] == 2).all() and (stores["out"] / "hybrid" / "ablation.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "| logreg:hybrid |" in printed and "±" in printed
+    ablation.main(["--ablation", "hybrid", "--study-name", "hybrid", *common])  # complete: nothing reruns
+    assert len(_study(stores, "hybrid").trials) == 6
+
+
+def test_ablation_requeues_interrupted_variants_only():
+    grid = {"a": {}, "b": {}, "c": {}}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.GridSampler({"variant": list(grid)}))
+    choice = optuna.distributions.CategoricalDistribution(list(grid))
+    study.add_trial(optuna.trial.create_trial(params={"variant": "a"}, distributions={"variant": choice},
+                                              state=optuna.trial.TrialState.FAIL))  # e.g. Ctrl-C
+    study.add_trial(optuna.trial.create_trial(params={"variant": "b"}, distributions={"variant": choice}, value=0.5))
+    assert ablation._queue_missing(study, grid) == ["a", "c"]
+    assert ablation._queue_missing(study, grid) == ["a", "c"]  # already queued: not queued twice
+    study.optimize(lambda t: len(t.suggest_categorical("variant", list(grid))), n_trials=2)
+    assert [t.params["variant"] for t in study.trials[2:]] == ["a", "c"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "logreg", "--params", "C,nope"], "unknown parameter.*nope"),
+    (["--model", "logreg", "--params", ","], "search space is empty"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--model", "logreg", "--storage", "postgresql://nohost/db"], "cannot open Optuna storage 'postgresql://"),
+    (["--model", "logreg", "--storage", "sqlite:////nonexistent/dir/optuna.db"], "folder /nonexistent/dir does not"),
+])
+def test_hpo_errors_are_one_line(common, argv, message):
+    with pytest.raises(SystemExit, match=message) as caught:
+        hpo.main([*common, *argv])
+    assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
+
+
+def test_resuming_under_other_settings_is_refused(common):
+    hpo.main([*common, "--model", "logreg", "--study-name", "claimed", "--trials", "1"])
+    with pytest.raises(SystemExit, match="'claimed' was made with other settings.*seed 0 -> 1"):
+        hpo.main([*common, "--model", "logreg", "--study-name", "claimed", "--seed", "1"])
+
+
+def test_unknown_ablation_is_an_error(common):
+    with pytest.raises(SystemExit, match="unknown ablation 'nope'; choose from nsr"):
+        ablation.main([*common, "--ablation", "nope"])
