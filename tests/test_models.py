@@ -123,6 +123,23 @@ def test_nsr_zscore_and_pca_reproduce_scikit_learn():
     assert model.get_layer("nsr_pca").trainable_weights == []
 
 
+def test_zscore_floors_near_constant_features():
+    """An almost-dead ReLU feature must not be amplified ~1e4-fold once training moves it."""
+    from mcn.models.nsr import ZScore
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 6))
+    features[:, 0] = 1e-6 * rng.normal(size=200)
+    layer = ZScore()
+    layer.build((None, 6))
+    layer.fit(features)
+    moved = np.zeros((1, 6), np.float32)
+    moved[0, 0] = 1.0
+    out = keras.ops.convert_to_numpy(layer(moved))
+    assert abs(out[0, 0]) < 1e3  # ~100 with the floor (1% of the median spread); ~1e6 without
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.std)[1:], features[:, 1:].std(axis=0), rtol=1e-5)
+
+
 def test_prepare_model_calibrates_the_stem_batchnorm():
     model = _tiny_mcn()
     x = _patches(32, 16)

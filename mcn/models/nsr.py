@@ -64,7 +64,11 @@ class ZScore(keras.layers.Layer):
         features = np.asarray(features, dtype=np.float64)
         mean = features.mean(axis=0)
         std = features.std(axis=0)
-        std[std == 0] = 1.0  # constant features pass through centred, as in StandardScaler
+        # Constant features pass through centred, as in StandardScaler. Near-constant ones (ReLUs
+        # that are almost dead on the untrained stem) get a floor of 1% of the median spread:
+        # dividing by their tiny spread would amplify them ~1e4-fold as soon as training moves them.
+        floor = 0.01 * np.median(std[std > 0]) if (std > 0).any() else 0.0
+        std = np.where(std == 0, 1.0, np.maximum(std, floor))
         self.mean.assign(mean.astype("float32"))
         self.std.assign(std.astype("float32"))
         return (features - mean) / std
