@@ -6,6 +6,17 @@ import pytest
 
 import mcn  # noqa: F401  (Keras backend default before any test imports keras)
 
+AMPIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ampis-powder"
+"""Real SEM scenes (AMPIS powder, MIT) in the project's shared/ folder beside the checkout."""
+
+
+@pytest.fixture(scope="session")
+def ampis_dir() -> Path:
+    """The real AMPIS scene data set; skipped where the checkout has no shared/ folder beside it."""
+    if not (AMPIS / "crystals.csv").is_file():
+        pytest.skip(f"real sample data not found at {AMPIS}")
+    return AMPIS
+
 
 @pytest.fixture(scope="session")
 def tiny_scene_dir(tmp_path_factory) -> Path:

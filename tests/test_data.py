@@ -20,7 +20,6 @@ from mcn.data.scenes import iter_scenes, load_scenes
 from mcn.data.splits import grouped_folds, holdout_split
 from mcn.errors import DataError
 
-AMPIS = Path("/work/shared/data/ampis-powder")
 
 
 def _zeiss_tiff(path: Path, image_pixel_size: str, pixels: np.ndarray | None = None) -> None:
@@ -217,8 +216,8 @@ def test_scene_bad_input_is_one_line_error_naming_the_file(tmp_path):
         load_scenes(tmp_path / "none")
 
 
-def test_ampis_powder_real_scenes():
-    ds = load_dataset(AMPIS)
+def test_ampis_powder_real_scenes(ampis_dir):
+    ds = load_dataset(ampis_dir)
     assert len(ds) == 1360 and len(set(ds.image_ids)) == 5
     assert ds.class_names == ("powder",) and set(ds.pixel_size_source) == {"unknown"}
     assert all(c.shape == m.shape and np.all(c[~m] == 0) and m.any() for c, m in zip(ds.crops, ds.crop_masks))

@@ -14,7 +14,6 @@ from PIL import Image
 from features.export import export, main
 from mcn.data.io import read_image, read_labels, write_image
 
-AMPIS = Path("/work/shared/data/ampis-powder")
 SIZE_TOLERANCE = 0.01
 """Relative tolerance of exported sizes against the generator's ground truth for fully visible,
 non-border crystals (measured: at most 1e-4 on the diameter, 0 on the area; the ground truth is the
@@ -201,14 +200,14 @@ def test_zeiss_and_fei_pixel_sizes_come_from_metadata_and_unreadable_images_are_
     assert set(crystals.index.get_level_values("image_id")) == {"zeiss", "fei", "plain"}
 
 
-def test_ampis_powder_real_scene_without_pixel_size(tmp_path):
+def test_ampis_powder_real_scene_without_pixel_size(tmp_path, ampis_dir):
     """A 512 x 512 corner of a real AMPIS scene (the whole set takes a minute on this CPU)."""
-    source = sorted((AMPIS / "images").glob("*.png"))[0]
+    source = sorted((ampis_dir / "images").glob("*.png"))[0]
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
     image = read_image(source)[:512, :512]
-    labels = read_labels(AMPIS / "masks" / f"{source.stem}.tif")[:512, :512]
+    labels = read_labels(ampis_dir / "masks" / f"{source.stem}.tif")[:512, :512]
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(images / f"{source.stem}.png")
     write_image(masks / f"{source.stem}.tif", labels)
     main(["--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "a.csv")])
