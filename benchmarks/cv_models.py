@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import mcn
 from benchmarks import profiles
 from benchmarks.table import to_markdown
 from mcn.errors import DataError
@@ -113,9 +114,8 @@ def write_tables(rows: list[dict], folder: Path) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        from mcn.train import _select_backend
 
-        _select_backend(args.backend)
+        mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
         from mcn.data.splits import make_folds
 

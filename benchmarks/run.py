@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+import mcn
 from benchmarks import profiles
 from benchmarks import results as results_io
 from benchmarks.table import DEFAULT_RANK_METRIC
@@ -70,19 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keras and mlflow import tensorflow if present
     try:
-        _select_backend(args.backend)  # before anything imports keras
+        mcn.select_backend(args.backend)  # before anything imports keras
         bench = Benchmark.setup(args)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     failed = bench.run()
     if failed:
         sys.exit(f"error: {len(failed)} model(s) failed: " + "; ".join(f"{m} ({e})" for m, e in failed.items()))
-
-
-def _select_backend(name: str) -> None:
-    from mcn.train import _select_backend as select
-
-    select(name)
 
 
 def resolve_models(spec: str | None, profile: profiles.Profile, cnns: list[str],

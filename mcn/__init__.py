@@ -6,7 +6,21 @@ tensorflow; the suite's default is torch (segment-anything needs torch anyway). 
 """
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 __version__ = "0.1.0"
+
+
+def select_backend(name: str) -> None:
+    """Set KERAS_BACKEND before keras is imported; refuse if keras already runs another backend.
+
+    Command-line tools call it with their `--backend` right after parsing, before importing keras.
+    """
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise ValueError(f"keras is already imported with the {current} backend; run in a fresh process "
+                             f"to use {name}")
+    os.environ["KERAS_BACKEND"] = name

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+import mcn
 from mcn.data.balance import apply_rotations, balance_by_rotation
 from mcn.data.splits import Fold, make_folds
 from mcn.errors import DataError
@@ -365,7 +366,7 @@ def cross_validate(model_name: str, dataset, folds: list[Fold], config: TrainCon
     return results
 
 
-def _parse_hparams(items: list[str]) -> dict:
+def parse_hparams(items: list[str]) -> dict:
     """KEY=VALUE pairs; values are read as JSON when they parse (numbers, lists), else as text."""
     out = {}
     for item in items:
@@ -413,20 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _select_backend(name: str) -> None:
-    """Set KERAS_BACKEND before keras is imported; refuse if keras already runs another backend."""
-    if "keras" in sys.modules:
-        current = sys.modules["keras"].backend.backend()
-        if current != name:
-            raise ValueError(f"keras is already imported with the {current} backend; run in a fresh process "
-                             f"to use {name}")
-    os.environ["KERAS_BACKEND"] = name
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        _select_backend(args.backend)
+        mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
         from mcn.data.patches import given_split
         from mcn.evaluate import write_report
@@ -438,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
                              optimizer=args.optimizer, lr_patience=args.lr_patience,
                              early_stopping_patience=args.patience, balance=not args.no_balance,
                              input_size=args.input_size, seed=args.seed)
-        hparams = _parse_hparams(args.hparam)
+        hparams = parse_hparams(args.hparam)
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         published = given_split(dataset) if args.holdout else None
         folds = [published] if published else make_folds(dataset, n_splits=args.folds, seed=args.seed,

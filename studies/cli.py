@@ -15,6 +15,7 @@ from typing import Callable
 import optuna
 from tqdm.auto import tqdm
 
+import mcn
 from benchmarks import tracking
 from benchmarks.profiles import PROFILES, get_profile
 from studies import runs
@@ -50,15 +51,15 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace) -> StudyData:
     """Select the Keras backend, then load the data and make the folds once for every trial."""
-    from mcn.train import _parse_hparams, _select_backend
+    from mcn.train import parse_hparams
 
-    _select_backend(args.backend)  # before anything imports keras
+    mcn.select_backend(args.backend)  # before anything imports keras
     if args.folds < 2:
         raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
     if args.timeout is not None and args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
     profile = get_profile(args.scale)
-    data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, _parse_hparams(args.hparam))
+    data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, parse_hparams(args.hparam))
     ds = data.dataset
     print(f"data: {ds.name} ({len(ds)} crystals {ds.class_counts()}, fingerprint {data.fingerprint}); "
           f"{len(data.folds)} grouped folds, seed {args.seed}; scale {profile.name}: {profile.description}")
