@@ -118,7 +118,15 @@ class CrystalDataset:
         return CrystalDataset(**kwargs)
 
     def fingerprint(self) -> str:
-        """A short hash of the crystals, labels and groups: names the exact data a result used."""
+        """A short hash of the crystals, labels and groups: names the exact data a result used.
+
+        Cached like the patches: every fold of every model asks for it, and the crystals do not change.
+        """
+        if "fingerprint" not in self._patch_cache:
+            self._patch_cache["fingerprint"] = self._hash()
+        return self._patch_cache["fingerprint"]
+
+    def _hash(self) -> str:
         h = hashlib.sha256()
         h.update("|".join(self.class_names).encode())
         for crop, mask in zip(self.crops, self.crop_masks):
