@@ -5,15 +5,16 @@ model family and the 5-fold CV but shrinks epochs and input sizes so the default
 within ~15 minutes on a 2-core CPU; `smoke` is for tests. The numbers live here, in one place, so
 they are easy to tune after timing a real run.
 
-Budget behind `quick` (torch backend; ~1,330 training crystals per fold, ~2,000 with the balancing
-copies, plus predictions for all ~1,850 crystals per fold for the embeddings): design.md measured a
-3 M-parameter CNN at 64 px at ~10 s/epoch and ResNet50 at 96 px at ~70 s/epoch on this CPU. Relative
-costs measured here per training crystal (MicroCrystalNet at 64 px = 1): VGG16 at 32 px 1.8,
-EfficientNetB0 at 32 px 2.4, ResNet50 at 32 px 4.1 (as slow as at 96 px: per-layer overhead
-dominates), DenseNet121 at 32 px 5.9, InceptionV3 at 75 px 8.5. One epoch of all five baselines
-over 5 folds would alone take ~30 minutes, and the classical models on three feature sets take a
-few more, so `quick` trains MicroCrystalNet and the cheapest baseline, VGG16, by default (the
-family is kept); `--models cnn` runs all six at the sizes below.
+Budget behind `quick` (torch backend, 2 quiet CPU cores; ~2,300 training crystals per fold with the
+balancing copies, plus one prediction pass over all ~1,860 crystals for the embeddings). Measured
+per training crystal at batch 32 (`python -m benchmarks.model_speed --input-size 32 --n-crystals
+384 --epochs 2`): MicroCrystalNet at 32 px ~3 ms, EfficientNetB0 at 32 px 9 ms, VGG16 18 ms,
+DenseNet121 19 ms, ResNet50 20 ms (all at 32 px) and InceptionV3 at its 75 px minimum 28 ms. One
+epoch of the five baselines over 5 folds would alone take ~20 minutes, so `quick` trains
+MicroCrystalNet (8 epochs at 32 px: at 4 epochs it had not yet learnt, macro-F1 ~0.45) and the
+cheapest baseline, EfficientNetB0 (1 epoch at 32 px: a smoke check, it scored macro-F1 0.16 after 2
+epochs, its BatchNorm statistics still far from converged); `--models cnn` runs all six at the sizes
+below. The classical models fit their folds in parallel (`--jobs`).
 """
 
 from __future__ import annotations
@@ -81,18 +82,18 @@ PAPER = Profile(
 
 QUICK = Profile(
     name="quick",
-    description="every model family, 5-fold CV: MicroCrystalNet (4 epochs, 48 px), the VGG16 baseline "
-                "(1 epoch, 32 px), 7 classifiers x 3 feature sets (~15 min on 2 CPU cores; "
-                "--models all adds the other four baselines)",
+    description="every model family, 5-fold CV: MicroCrystalNet (8 epochs, 32 px), the EfficientNetB0 "
+                "baseline (1 epoch, 32 px), 7 classifiers x 3 feature sets (~13 min on 2 CPU cores; "
+                "--models cnn adds the other four baselines)",
     epochs=1,
     batch_size=32,
-    lr_patience=1,
-    early_stopping_patience=2,
+    lr_patience=3,
+    early_stopping_patience=4,
     # InceptionV3 needs >= 75 px; the other keras.applications models accept 32 px.
-    input_sizes={"microcrystalnet": 48, "vgg16": 32, "resnet50": 32, "inceptionv3": 75,
+    input_sizes={"microcrystalnet": 32, "vgg16": 32, "resnet50": 32, "inceptionv3": 75,
                  "densenet121": 32, "efficientnetb0": 32},
-    epochs_per_model={"microcrystalnet": 4},
-    cnn_models=("microcrystalnet", "vgg16"),
+    epochs_per_model={"microcrystalnet": 8},
+    cnn_models=("microcrystalnet", "efficientnetb0"),
 )
 
 SMOKE = Profile(

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
     p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
     p.add_argument("--fresh", action="store_true", help="delete the results stored in --out first, recompute all")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes for the handcrafted features and the classical models' folds "
+                        "(default: the CPU count, %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -269,7 +272,7 @@ class Benchmark:
             from features.morphometry import handcrafted_features
 
             start = time.perf_counter()
-            table = handcrafted_features(self.dataset)
+            table = handcrafted_features(self.dataset, n_jobs=self.args.jobs)
             self._handcrafted = table.to_numpy(np.float64), (time.perf_counter() - start) / len(self.dataset)
         return self._handcrafted
 
@@ -300,19 +303,18 @@ class Benchmark:
             tqdm.write(f"{model}: {len(done)} fold(s) loaded from {folder} (not refitted)")
         (self.reused if len(done) == len(self.folds) else self.trained).append(model)
         x_for_fold, cost = self._fold_features(feature_set) if len(done) < len(self.folds) else (None, {})
-        folds = []
-        for fold in tqdm(self.folds, desc=f"{model} folds", unit="fold", leave=False, disable=self.args.quiet):
-            if fold.index in done:
-                folds.append(results_io.read_json(paths[fold.index]))
-                continue
-            r = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, [fold], self.dataset.class_names,
-                                          self.args.seed)[0]
+        todo = [f for f in self.folds if f.index not in done]
+        fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
+                                           self.args.seed, n_jobs=self.args.jobs) if todo else []
+        by_index = {f.index: f for f in todo}
+        for r in fitted:
+            fold = by_index[r["fold"]]
             record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
                       "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
                       "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
                       "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
             results_io.write_json(paths[fold.index], record)
-            folds.append(record)
+        folds = [results_io.read_json(paths[f.index]) for f in self.folds]
         figures = self._classical_figures(folds, folder)
         slim = [{k: v for k, v in f.items() if k not in ("test_index", "probabilities")} for f in folds]
         return {**self._identity(model), "n_params": None, "flops": None,

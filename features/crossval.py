@@ -13,6 +13,7 @@ import warnings
 from typing import Callable, Sequence
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -82,27 +83,34 @@ def fit_predict_proba(name: str, X_train: np.ndarray, y_train: np.ndarray, X_tes
 
 
 def cross_validate_classifier(name: str, X_for_fold: FoldFeatures, y: np.ndarray, folds: Sequence[Fold],
-                              class_names: Sequence[str], seed: int = 0, **params) -> list[dict]:
+                              class_names: Sequence[str], seed: int = 0, n_jobs: int = 1,
+                              **params) -> list[dict]:
     """One result dict per fold: fold, model, metrics, probabilities, test_index, y_true, timings.
 
     X_for_fold: the feature matrix of all crystals, or `fold -> matrix of all crystals` (e.g. fold
         k's CNN embeddings), or `fold -> (X_train, X_test)` with rows in `training_index(fold)` and
         `fold.test` order.
+    n_jobs: folds fitted at once in worker processes; joblib caps each worker's threads at
+        cores / n_jobs, so the results match a sequential run.
     """
     y = np.asarray(y)
-    results = []
-    for fold in folds:
-        X_train, X_test = _fold_matrices(X_for_fold, fold, len(y))
-        train = training_index(fold)
-        probabilities, fit_seconds, predict_seconds = fit_predict_proba(
-            name, X_train, y[train], X_test, len(class_names), seed, **params)
-        results.append({
-            "fold": fold.index, "model": name, "n_train": len(train), "n_features": X_train.shape[1],
-            "metrics": classification_metrics(y[fold.test], probabilities, class_names),
-            "probabilities": probabilities, "test_index": fold.test, "y_true": y[fold.test],
-            "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
-        })
-    return results
+    tasks = [(fold, *_fold_matrices(X_for_fold, fold, len(y))) for fold in folds]
+    score = delayed(_score_fold)
+    return Parallel(n_jobs=max(1, min(n_jobs, len(tasks))))(
+        score(name, fold, X_train, X_test, y, class_names, seed, params) for fold, X_train, X_test in tasks)
+
+
+def _score_fold(name: str, fold: Fold, X_train: np.ndarray, X_test: np.ndarray, y: np.ndarray,
+                class_names: Sequence[str], seed: int, params: dict) -> dict:
+    train = training_index(fold)
+    probabilities, fit_seconds, predict_seconds = fit_predict_proba(
+        name, X_train, y[train], X_test, len(class_names), seed, **params)
+    return {
+        "fold": fold.index, "model": name, "n_train": len(train), "n_features": X_train.shape[1],
+        "metrics": classification_metrics(y[fold.test], probabilities, class_names),
+        "probabilities": probabilities, "test_index": fold.test, "y_true": y[fold.test],
+        "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+    }
 
 
 def _fold_matrices(X_for_fold: FoldFeatures, fold: Fold, n: int) -> tuple[np.ndarray, np.ndarray]:

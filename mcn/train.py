@@ -229,13 +229,21 @@ def training_arrays(dataset, fold: Fold, size: int, balance: bool, seed: int) ->
     return apply_rotations(x[index], k), y[index]
 
 
-def _timed_predict(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """Predictions and seconds per crystal, timed on a second pass: the first traces / compiles
-    (jax and tensorflow compile each batch shape, the last partial batch included)."""
-    model.predict(x, batch_size=batch_size, verbose=0)
+def predict_all(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class probabilities and penultimate-layer embeddings of every patch from one pass, and the
+    seconds per crystal of that pass. It is timed after a warm-up on each batch shape (jax and
+    tensorflow trace / compile once per shape, the last partial batch included)."""
+    import keras
+
+    from mcn.models import embedding_model
+
+    both = keras.Model(model.input, [model.output, embedding_model(model).output])
+    for shape in {min(batch_size, len(x)), len(x) % batch_size} - {0}:
+        both.predict(x[:shape], batch_size=batch_size, verbose=0)
     start = time.perf_counter()
-    out = model.predict(x, batch_size=batch_size, verbose=0)
-    return out, (time.perf_counter() - start) / max(len(x), 1)
+    probabilities, embeddings = both.predict(x, batch_size=batch_size, verbose=0)
+    seconds = (time.perf_counter() - start) / max(len(x), 1)
+    return probabilities.astype(np.float32), embeddings.astype(np.float32).reshape(len(x), -1), seconds
 
 
 def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparams: dict | None = None,
@@ -247,7 +255,7 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     """
     import keras
 
-    from mcn.models import count_flops, create_model, embedding_model, model_defaults, prepare_model
+    from mcn.models import count_flops, create_model, model_defaults, prepare_model
 
     if len(fold.val) == 0 or len(fold.test) == 0:
         raise ValueError(f"fold {fold.index} needs non-empty validation and test parts")
@@ -274,14 +282,13 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
               callbacks=[recorder, plateau, stopper])
     train_seconds = time.perf_counter() - start
 
-    probabilities, per_crystal = _timed_predict(model, x_all[fold.test], config.batch_size)
+    all_probabilities, embeddings, per_crystal = predict_all(model, x_all, config.batch_size)
+    probabilities = all_probabilities[fold.test]
     y_true = dataset.labels[fold.test]
     history = recorder.history
     result = FoldResult(
         fold=fold.index, model_name=model_name, test_index=np.asarray(fold.test, np.int64),
-        y_true=y_true, probabilities=probabilities.astype(np.float32),
-        embeddings=embedding_model(model).predict(x_all, batch_size=config.batch_size, verbose=0)
-        .astype(np.float32).reshape(len(x_all), -1),
+        y_true=y_true, probabilities=probabilities, embeddings=embeddings,
         metrics=classification_metrics(y_true, probabilities, dataset.class_names),
         history=history, epochs_run=len(history["loss"]),
         best_epoch=int(np.nanargmin(history["val_loss"])),

@@ -295,9 +295,12 @@ def test_cross_validation_on_grouped_folds(separable):
         assert r["probabilities"].shape == (len(fold.test), 4) and r["n_train"] == len(training_index(fold))
     via_callable = cross_validate_classifier("logreg", lambda fold: X, y, folds, CLASSES)
     via_tuple = cross_validate_classifier("logreg", lambda f: (X[training_index(f)], X[f.test]), y, folds, CLASSES)
-    for a, b, c in zip(results, via_callable, via_tuple):
+    in_parallel = cross_validate_classifier("logreg", X, y, folds, CLASSES, n_jobs=2)
+    assert [r["fold"] for r in in_parallel] == [0, 1, 2]
+    for a, b, c, d in zip(results, via_callable, via_tuple, in_parallel):
         np.testing.assert_allclose(a["probabilities"], b["probabilities"])
         np.testing.assert_allclose(a["probabilities"], c["probabilities"])
+        np.testing.assert_allclose(a["probabilities"], d["probabilities"])
 
 
 def test_feature_sets_use_each_folds_own_embeddings(separable):
