@@ -54,6 +54,9 @@ class TrainConfig:
         at least once before training stops.
     momentum: used by the "sgd" optimizer only.
     input_size: square patch side; None takes the model's default (`model_defaults(name)`).
+    recalibrate_bn: after training, re-estimate every BatchNorm's moving statistics on training
+        patches (`mcn.models.recalibrate_batchnorm`); not in the paper, for budgets of a few
+        hundred steps, after which the moving averages still weigh their initial values.
     seed: fixes the folds, the balancing and the weights (fold k uses seed * 1000 + k).
     progress: per-epoch tqdm bar; does not change results, so it is not part of the run hash.
     """
@@ -69,6 +72,7 @@ class TrainConfig:
     early_stopping_patience: int = 10
     balance: bool = True
     input_size: int | None = None
+    recalibrate_bn: bool = False
     seed: int = 0
     progress: bool = field(default=True, compare=False)
 
@@ -255,7 +259,7 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     """
     import keras
 
-    from mcn.models import count_flops, create_model, model_defaults, prepare_model
+    from mcn.models import count_flops, create_model, model_defaults, prepare_model, recalibrate_batchnorm
 
     if len(fold.val) == 0 or len(fold.test) == 0:
         raise ValueError(f"fold {fold.index} needs non-empty validation and test parts")
@@ -280,6 +284,8 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
               validation_data=(x_all[fold.val], np.eye(n_classes, dtype=np.float32)[dataset.labels[fold.val]]),
               epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
               callbacks=[recorder, plateau, stopper])
+    if config.recalibrate_bn:
+        recalibrate_batchnorm(model, x_train, seed=seed)
     train_seconds = time.perf_counter() - start
 
     all_probabilities, embeddings, per_crystal = predict_all(model, x_all, config.batch_size)
@@ -408,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="early-stopping patience in epochs (default: %(default)s)")
     p.add_argument("--no-balance", action="store_true", help="do not balance classes by rotated copies")
     p.add_argument("--input-size", type=int, help="patch side in pixels (default: the model's)")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on training patches after training (short budgets)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="fixes folds, balancing and weights")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="model constructor argument, repeatable (values parsed as JSON when possible)")
@@ -435,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                              optimizer=args.optimizer, lr_patience=args.lr_patience,
                              early_stopping_patience=args.patience, balance=not args.no_balance,
-                             input_size=args.input_size, seed=args.seed)
+                             input_size=args.input_size, recalibrate_bn=args.recalibrate_bn, seed=args.seed)
         hparams = parse_hparams(args.hparam)
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         published = given_split(dataset) if args.holdout else None

@@ -153,6 +153,32 @@ def test_prepare_model_calibrates_the_stem_batchnorm():
     )
 
 
+def test_recalibrate_batchnorm_sets_every_batchnorm_and_restores_the_layers():
+    from mcn.models import recalibrate_batchnorm
+
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn1")(conv)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, x)
+    patches = np.random.default_rng(0).normal(5.0, 3.0, (48, 8, 8, 1)).astype("float32")
+    assert recalibrate_batchnorm(model, patches, batch_size=16) == 2
+    features = _submodel(model, "conv").predict(patches, verbose=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("bn1").moving_mean),
+                               features.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    # bn2: the average over the three batches of its input's batch statistics, that input being bn1
+    # normalising each batch by the batch's own statistics, with dropout off
+    batches = [features[k:k + 16] for k in (0, 16, 32)]
+    seen = [((b - b.mean(axis=(0, 1, 2))) / np.sqrt(b.var(axis=(0, 1, 2)) + 1e-3)).reshape(16, -1) for b in batches]
+    bn2 = model.get_layer("bn2")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn2.moving_mean),
+                               np.mean([f.mean(axis=0) for f in seen], axis=0), atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn2.moving_variance),
+                               np.mean([f.var(axis=0) for f in seen], axis=0), rtol=1e-3, atol=1e-4)
+    assert model.get_layer("bn1").momentum == 0.99 and model.get_layer("drop").rate == 0.5
+
+
 @pytest.mark.parametrize(
     ("stages", "fc1_inputs"),
     [

@@ -28,9 +28,10 @@ Design (the paper gives the stages, not how they are realised in a trained netwo
   following Dense -> BatchNorm ignores a common rescaling of its inputs, read gates relative to
   each other, not as absolute weights.
 
-`prepare_model` first sets the stem's BatchNorm moving statistics from the training patches, so the
-features both stages are fitted on are batch-normalised as the FC head sees them in training; an
-untrained BatchNorm (mean 0, variance 1) would pass raw conv outputs of a different scale per channel.
+`prepare_model` first sets the BatchNorm moving statistics from the training patches
+(`recalibrate_batchnorm`), so the features both stages are fitted on are batch-normalised as the FC
+head sees them in training; an untrained BatchNorm (mean 0, variance 1) would pass raw conv outputs
+of a different scale per channel.
 
 Before `prepare_model` runs, z-score is the identity and the PCA a random orthogonal projection, so a
 model still builds, trains and saves (smoke tests); a real run always prepares it first.
@@ -43,6 +44,8 @@ import numpy as np
 import mcn  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
 import keras
 from keras import ops
+
+from mcn.models.batchnorm import recalibrate_batchnorm
 
 PACKAGE = "mcn"
 
@@ -181,14 +184,13 @@ def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256
                   max_samples: int = 1024, seed: int = 0) -> keras.Model:
     """Fit the data-dependent NSR stages (z-score, PCA) from training patches; no-op without them.
 
-    First the stem's BatchNorm moving statistics are set from the training patches (block by block),
-    so the stem features the NSR stages are fitted on are batch-normalised as in training, not
-    passed raw by an untrained BatchNorm (mean 0, variance 1). Then the stem features of `x_train`
-    go through the stages in order, each fitted on the output of the previous one. Call it once per
-    fold, before training, with that fold's training patches only (other patches would leak).
+    First the BatchNorm moving statistics are set from the training patches in one pass, so the
+    stem features the NSR stages are fitted on are batch-normalised as in training, not passed raw
+    by an untrained BatchNorm (mean 0, variance 1). Then the stem features of `x_train` go through
+    the stages in order, each fitted on the output of the previous one. Call it once per fold,
+    before training, with that fold's training patches only (other patches would leak).
     Statistics come from at most `max_samples` patches drawn with `seed`: 1,024 is 4-8 times the
-    PCA dimensions used (128-256), and every BatchNorm costs one stem pass over them (2,048 patches
-    took 7 s per fold on 2 CPU cores, as long as a quick-profile epoch).
+    PCA dimensions used (128-256); more costs stem passes for no better estimate.
     """
     stages = [layer for layer in model.layers if isinstance(layer, (ZScore, PCAProjection))]
     if not stages:
@@ -202,33 +204,12 @@ def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256
         )
     if len(x_train) > max_samples:
         x_train = x_train[np.sort(np.random.default_rng(seed).choice(len(x_train), max_samples, replace=False))]
-    stem_layers = model.layers[: model.layers.index(stages[0])]
-    for layer in stem_layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            _calibrate_batchnorm(model, layer, x_train, batch_size)
+    recalibrate_batchnorm(model, x_train, batch_size, max_samples, seed)
     stem = keras.Model(model.input, stages[0].input)
     features = stem.predict(x_train, batch_size=batch_size, verbose=0)
     for stage in stages:
         features = stage.fit(features)
     return model
-
-
-def _calibrate_batchnorm(
-    model: keras.Model, layer: keras.layers.BatchNormalization, x: np.ndarray, batch_size: int
-) -> None:
-    """Set a BatchNorm's moving mean/variance to its input statistics over `x` (streamed)."""
-    upstream = keras.Model(model.input, layer.input)
-    total = total_sq = 0.0
-    count = 0
-    for start in range(0, len(x), batch_size):
-        values = np.asarray(upstream.predict_on_batch(x[start : start + batch_size]), np.float64)
-        values = np.moveaxis(values, layer.axis, -1).reshape(-1, values.shape[layer.axis])
-        total = total + values.sum(axis=0)
-        total_sq = total_sq + (values**2).sum(axis=0)
-        count += len(values)
-    mean = total / count
-    layer.moving_mean.assign(mean.astype("float32"))
-    layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0.0).astype("float32"))
 
 
 def selected_features(model: keras.Model, tol: float = 1e-6) -> np.ndarray:
