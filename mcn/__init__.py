@@ -9,9 +9,6 @@ import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-# keras.utils.set_random_seed imports tensorflow where installed, whatever the backend; its C++
-# INFO banners (oneDNN, CPU features) would fill every run's output. Warnings and errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"
 
