@@ -35,6 +35,17 @@ def corrected_resampled_ttest(scores_a: np.ndarray, scores_b: np.ndarray,
     return float(t), float(2 * stats.t.sf(abs(t), len(d) - 1))
 
 
+def versus_best(scores: dict[str, np.ndarray], test_train_ratio: float) -> tuple[str, dict[str, float], dict[str, float]]:
+    """The entry with the highest mean fold score, and every other entry's corrected resampled
+    t-test p-value against it, raw and Holm-adjusted. Entries scored on another number of folds
+    (or on fewer than two) get no p-value."""
+    best = max(scores, key=lambda k: np.nanmean(scores[k]))
+    n = len(scores[best])
+    others = [k for k in scores if k != best and len(scores[k]) == n >= 2]
+    raw = np.array([corrected_resampled_ttest(scores[best], scores[k], test_train_ratio)[1] for k in others])
+    return best, dict(zip(others, raw)), dict(zip(others, holm(raw)))
+
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (NaN entries stay NaN and are not counted)."""
     p = np.asarray(p_values, float)

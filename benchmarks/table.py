@@ -105,18 +105,10 @@ def compare(results: list[dict], rank_metric: str = DEFAULT_RANK_METRIC) -> Comp
 
 def _significance(table: pd.DataFrame, ok: list[dict], best: dict, metric: str) -> None:
     """Nadeau-Bengio p-value of each model against the best one, then Holm's adjustment."""
-    ratio = _test_train_ratio(best)
-    best_scores = fold_scores(best, metric)
-    p = {}
-    for r in ok:
-        scores = fold_scores(r, metric)
-        if r is best or len(scores) != len(best_scores) or len(scores) < 2:
-            continue
-        p[r["model"]] = stats.corrected_resampled_ttest(best_scores, scores, ratio)[1]
-    index = table.set_index("model").index
-    raw = np.array([p.get(m, np.nan) for m in index])
-    table["p_vs_best"] = raw
-    table["p_holm"] = stats.holm(raw)
+    scores = {r["model"]: fold_scores(r, metric) for r in ok}
+    _, raw, adjusted = stats.versus_best(scores, _test_train_ratio(best))
+    table["p_vs_best"] = table["model"].map(raw).astype(float)
+    table["p_holm"] = table["model"].map(adjusted).astype(float)
 
 
 def _friedman(table: pd.DataFrame, ok: list[dict], metric: str,

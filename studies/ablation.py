@@ -28,6 +28,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks import tracking  # noqa: E402
+from benchmarks.stats import versus_best  # noqa: E402
 from mcn.errors import DataError  # noqa: E402
 from studies import cli, objectives, runs, spaces  # noqa: E402
 from studies.study import claim, open_study, save_figure, write_text_atomic  # noqa: E402
@@ -49,6 +50,8 @@ CNN_ABLATIONS: dict[str, dict[str, dict]] = {
 
 ABLATIONS = (*CNN_ABLATIONS, "hybrid")
 METRICS = ("f1_macro", "top1")
+ALPHA = 0.05
+"""Significance level of the Holm-adjusted p-values (a star in the table)."""
 
 
 def variants(ablation: str, classifiers: tuple[str, ...]) -> dict[str, dict]:
@@ -112,12 +115,12 @@ def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyD
 
     def write_outputs():
         title = f"{name} ablation: {data.dataset.name}, scale {data.profile.name}, {len(data.folds)} folds"
-        paths = write_table(table_of(study, grid), out, title)
+        paths = write_table(table_of(study, grid, data.test_train_ratio()), out, title)
         write_text_atomic(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         return [*paths, out / "trials.csv"]
 
     cli.run_trials(study, args, data, _objective(name, grid, data, tags), len(todo), tags, params, write_outputs)
-    return table_of(study, grid)
+    return table_of(study, grid, data.test_train_ratio())
 
 
 def _queue_missing(study: optuna.Study, grid: dict[str, dict]) -> list[str]:
@@ -148,9 +151,10 @@ def _objective(name: str, grid: dict[str, dict], data: objectives.StudyData, tag
     return objective
 
 
-def table_of(study: optuna.Study, grid: dict[str, dict]) -> pd.DataFrame:
-    """One row per variant, in grid order: mean and std over folds, folds, seconds, or the error."""
-    rows = []
+def table_of(study: optuna.Study, grid: dict[str, dict], test_train_ratio: float) -> pd.DataFrame:
+    """One row per variant, in grid order: mean and std over folds, folds, seconds, or the error;
+    and the corrected resampled t-test of each variant's fold F1 against the best variant's."""
+    rows, scores = [], {}
     for variant, overrides in grid.items():
         trials = [t for t in study.trials if t.params.get("variant") == variant]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -161,13 +165,20 @@ def table_of(study: optuna.Study, grid: dict[str, dict]) -> pd.DataFrame:
             summary = tracking.summarize(folds)
             row.update({k: summary[k] for m in METRICS for k in (m, f"{m}_std")})
             row.update({"folds": len(folds), "seconds": trial.duration.total_seconds(), "error": ""})
+            scores[variant] = np.array([f[METRICS[0]] for f in folds])
         else:
             failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
             row.update({k: np.nan for m in METRICS for k in (m, f"{m}_std")})
             row.update({"folds": 0, "seconds": np.nan,
                         "error": failed[-1].user_attrs.get("error", "failed") if failed else "not run"})
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    raw, adjusted = {}, {}
+    if scores:
+        _, raw, adjusted = versus_best(scores, test_train_ratio)
+    table["p_vs_best"] = table["variant"].map(raw).astype(float)
+    table["p_holm"] = table["variant"].map(adjusted).astype(float)
+    return table
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -178,6 +189,10 @@ def markdown(table: pd.DataFrame) -> str:
     for m in METRICS:
         shown[f"{m} (mean ± std)"] = [f"{v:.3f} ± {s:.3f}" if np.isfinite(v) else "-"
                                       for v, s in zip(table[m], table[f"{m}_std"])]
+    best = table.loc[table[METRICS[0]].idxmax(), "variant"] if table[METRICS[0]].notna().any() else None
+    shown[f"p vs best ({METRICS[0]})"] = [
+        "best" if v == best else "-" if not np.isfinite(p) else f"{p:.3f}{'*' if h < ALPHA else ''}"
+        for v, p, h in zip(table["variant"], table["p_vs_best"], table["p_holm"])]
     shown["folds"] = table["folds"]
     shown["s"] = [f"{s:.0f}" if np.isfinite(s) else "-" for s in table["seconds"]]
     if (table["error"] != "").any():

@@ -59,6 +59,11 @@ class StudyData:
         folds = make_folds(dataset, n_splits=n_folds, seed=seed)
         return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint())
 
+    def test_train_ratio(self) -> float:
+        """n_test / n_train averaged over the folds, for the corrected resampled t-test."""
+        n = len(self.dataset)
+        return float(np.mean([len(f.test) / (n - len(f.test)) for f in self.folds]))
+
     def config(self) -> dict:
         """The settings a study's scores depend on (stored with the study, checked on resume)."""
         return {"data_fingerprint": self.fingerprint, "data_name": self.dataset.name,

@@ -35,6 +35,16 @@ def test_corrected_ttest_matches_hand_computation():
     assert stats.corrected_resampled_ttest(a, a, 0.25) == (0.0, 1.0)
 
 
+def test_versus_best_tests_every_entry_against_the_highest_mean():
+    scores = {"a": np.array([0.70, 0.72, 0.69]), "b": np.array([0.80, 0.83, 0.79]),
+              "c": np.array([0.60, 0.61, 0.55]), "short": np.array([0.9, 0.9])}
+    assert stats.versus_best(scores, 0.25) == ("short", {}, {})  # no other entry has its 2 folds
+    best, raw, adjusted = stats.versus_best({k: v for k, v in scores.items() if k != "short"}, 0.25)
+    assert best == "b" and set(raw) == {"a", "c"}
+    assert raw["a"] == stats.corrected_resampled_ttest(scores["b"], scores["a"], 0.25)[1]
+    np.testing.assert_allclose([adjusted["a"], adjusted["c"]], stats.holm(np.array([raw["a"], raw["c"]])))
+
+
 def test_friedman_on_a_strict_ordering_and_against_scipy():
     scores = np.array([[0.9, 0.8, 0.7]] * 4)       # model 0 always first: ranks 1, 2, 3
     result = stats.friedman(scores)

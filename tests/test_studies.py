@@ -111,6 +111,10 @@ def test_hybrid_ablation_table_has_one_row_per_variant(stores, common, capsys):
                                          for f in ("handcrafted", "embedding", "hybrid")]
     assert np.isfinite(table[["f1_macro", "f1_macro_std", "top1", "top1_std"]].to_numpy()).all()
     assert (table["folds"] == 2).all() and (stores["out"] / "hybrid" / "ablation.png").stat().st_size > 0
+    best = table["f1_macro"].idxmax()
+    assert np.isnan(table.loc[best, "p_vs_best"])
+    assert table.drop(index=best)["p_vs_best"].between(0, 1).all()
+    assert (table.drop(index=best)["p_holm"] >= table.drop(index=best)["p_vs_best"]).all()
     printed = capsys.readouterr().out
     assert "| logreg:hybrid |" in printed and "±" in printed
     ablation.main(["--ablation", "hybrid", "--study-name", "hybrid", *common])  # complete: nothing reruns
