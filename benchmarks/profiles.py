@@ -25,14 +25,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from features.embeddings import FEATURE_SETS
+from features.zoo import list_classifiers
+
 CNN_MODELS = ("microcrystalnet", "vgg16", "resnet50", "inceptionv3", "densenet121", "efficientnetb0")
 """The paper's model and its five baselines, in table order."""
 
-CLASSIFIERS = ("logreg", "svm_rbf", "random_forest", "extra_trees", "knn", "hist_gb", "xgboost")
-"""The classical model zoo (`features.zoo.list_classifiers()`)."""
-
-FEATURE_SETS = ("handcrafted", "embedding", "hybrid")
-"""Per-crystal features for classical models: morphometry, CNN embeddings, both."""
+CLASSIFIERS = tuple(list_classifiers())
+"""The classical model zoo, in table order."""
 
 
 @dataclass(frozen=True)

@@ -298,23 +298,23 @@ class Benchmark:
         clf, _, feature_set = model.partition(":")
         folder = self.out / "classical" / results_io.slug(model)
         paths = {f.index: folder / f"fold_{f.index}.json" for f in self.folds}
-        done = {k for k, p in paths.items() if p.is_file()}
-        if done:
-            tqdm.write(f"{model}: {len(done)} fold(s) loaded from {folder} (not refitted)")
-        (self.reused if len(done) == len(self.folds) else self.trained).append(model)
-        x_for_fold, cost = self._fold_features(feature_set) if len(done) < len(self.folds) else (None, {})
-        todo = [f for f in self.folds if f.index not in done]
-        fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
-                                           self.args.seed, n_jobs=self.args.jobs) if todo else []
-        by_index = {f.index: f for f in todo}
-        for r in fitted:
-            fold = by_index[r["fold"]]
-            record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
-                      "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
-                      "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
-                      "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
-            results_io.write_json(paths[fold.index], record)
-        folds = [results_io.read_json(paths[f.index]) for f in self.folds]
+        records = {k: results_io.read_json(p) for k, p in paths.items() if p.is_file()}
+        if records:
+            tqdm.write(f"{model}: {len(records)} fold(s) loaded from {folder} (not refitted)")
+        todo = [f for f in self.folds if f.index not in records]
+        (self.trained if todo else self.reused).append(model)
+        if todo:
+            x_for_fold, cost = self._fold_features(feature_set)
+            fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
+                                               self.args.seed, n_jobs=self.args.jobs)
+            for fold, r in zip(todo, fitted):
+                record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
+                          "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
+                          "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
+                          "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
+                results_io.write_json(paths[fold.index], record)
+                records[fold.index] = record
+        folds = [records[f.index] for f in self.folds]
         figures = self._classical_figures(folds, folder)
         slim = [{k: v for k, v in f.items() if k not in ("test_index", "probabilities")} for f in folds]
         return {**self._identity(model), "n_params": None, "flops": None,

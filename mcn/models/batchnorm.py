@@ -30,9 +30,7 @@ def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 2
     norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms or len(x) == 0:
         return 0
-    x = np.asarray(x, dtype="float32")
-    if len(x) > max_samples:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_samples, replace=False))]
+    x = sample_patches(np.asarray(x, dtype="float32"), max_samples, seed)
     dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
     momenta, rates = [n.momentum for n in norms], [d.rate for d in dropouts]
     try:
@@ -49,6 +47,13 @@ def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 2
         for d, r in zip(dropouts, rates):
             d.rate = r
     return len(norms)
+
+
+def sample_patches(x: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
+    """At most `max_samples` rows of `x`, drawn with `seed`, in their original order."""
+    if len(x) <= max_samples:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), max_samples, replace=False))]
 
 
 def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

@@ -45,7 +45,7 @@ import mcn  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
 import keras
 from keras import ops
 
-from mcn.models.batchnorm import recalibrate_batchnorm
+from mcn.models.batchnorm import recalibrate_batchnorm, sample_patches
 
 PACKAGE = "mcn"
 
@@ -202,8 +202,7 @@ def prepare_model(model: keras.Model, x_train: np.ndarray, batch_size: int = 256
             f"prepare_model: x_train must have shape (n, {', '.join(map(str, expected))}) to match "
             f"model {model.name!r}; got {x_train.shape}."
         )
-    if len(x_train) > max_samples:
-        x_train = x_train[np.sort(np.random.default_rng(seed).choice(len(x_train), max_samples, replace=False))]
+    x_train = sample_patches(x_train, max_samples, seed)
     recalibrate_batchnorm(model, x_train, batch_size, max_samples, seed)
     stem = keras.Model(model.input, stages[0].input)
     features = stem.predict(x_train, batch_size=batch_size, verbose=0)
