@@ -8,7 +8,7 @@ they are easy to tune after timing a real run.
 Budget behind `quick` (torch backend, 2 quiet CPU cores; ~2,300 training crystals per fold with the
 balancing copies, plus one prediction pass over all ~1,860 crystals for the embeddings). Measured
 per training crystal at batch 32 (`python -m benchmarks.model_speed --input-size 32 --n-crystals
-384 --epochs 2`): MicroCrystalNet at 32 px ~3 ms, EfficientNetB0 at 32 px 9 ms, VGG16 18 ms,
+384 --epochs 2`): MicroCrystalNet at 32 px ~2.5 ms, EfficientNetB0 at 32 px 9 ms, VGG16 18 ms,
 DenseNet121 19 ms, ResNet50 20 ms (all at 32 px) and InceptionV3 at its 75 px minimum 28 ms. One
 epoch of the five baselines over 5 folds would alone take ~20 minutes, so `quick` trains
 MicroCrystalNet (8 epochs at 32 px: at 4 epochs it had not yet learnt, macro-F1 ~0.45) and the
