@@ -24,6 +24,9 @@ from tqdm import tqdm
 
 from features.crossval import cross_validate_classifier, training_index
 from features.embeddings import FEATURE_SETS, fold_features, load_fold_embeddings
+from mcn.experiment.report import mean_std_columns
+from mcn.experiment.stats import summarize
+from mcn.experiment.report import to_markdown as markdown_table
 from mcn.files import write_text
 from features.importance import importance_table, mean_importance, plot_importance
 from features.morphometry import handcrafted_features
@@ -118,22 +121,23 @@ def _evaluate(model: str, feature_set: str, features, dataset, folds, seed: int)
 
 
 def summarise(fold_table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over folds of top-1 and macro F1, and mean fit seconds, per model and feature set."""
+    """Mean and std over folds (ddof=1) of top-1 and macro F1, and mean fit seconds, per model and
+    feature set, best macro F1 first."""
     if "fold" not in fold_table:
         raise ValueError("every model failed; see the messages above")
-    grouped = fold_table.dropna(subset=["fold"]).groupby(["model", "feature_set"], sort=False)
-    summary = grouped.agg(top1_mean=("top1", "mean"), top1_std=("top1", lambda s: s.std(ddof=0)),
-                          f1_macro_mean=("f1_macro", "mean"), f1_macro_std=("f1_macro", lambda s: s.std(ddof=0)),
-                          fit_seconds=("fit_seconds", "mean"), folds=("fold", "count")).reset_index()
-    return summary.sort_values("f1_macro_mean", ascending=False, ignore_index=True)
+    rows = []
+    for (model, feature_set), group in fold_table.dropna(subset=["fold"]).groupby(["model", "feature_set"], sort=False):
+        stats = summarize(group[["top1", "f1_macro", "fit_seconds"]].to_dict("records"))
+        rows.append({"model": model, "feature_set": feature_set, **stats, "folds": len(group)})
+    return pd.DataFrame(rows).sort_values("f1_macro", ascending=False, ignore_index=True)
 
 
 def to_markdown(summary: pd.DataFrame) -> str:
-    lines = ["| model | features | top-1 | macro F1 | fit s/fold |", "|---|---|---|---|---|"]
-    lines += [f"| {r.model} | {r.feature_set} | {r.top1_mean:.3f} +- {r.top1_std:.3f} | "
-              f"{r.f1_macro_mean:.3f} +- {r.f1_macro_std:.3f} | {r.fit_seconds:.2f} |"
-              for r in summary.itertuples()]
-    return "\n".join(lines) + "\n"
+    """The summary with "mean ± std" cells."""
+    cells = summary[["model", "feature_set"]].rename(columns={"feature_set": "features"})
+    cells = cells.join(mean_std_columns(summary, ["top1", "f1_macro"], labels={"top1": "top-1", "f1_macro": "macro F1"}))
+    cells["fit s/fold"] = [f"{s:.2f}" for s in summary["fit_seconds"]]
+    return markdown_table(cells) + "\n"
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 import mcn
-from benchmarks import profiles
-from benchmarks.table import to_markdown
+from mcn.experiment import profiles
+from mcn.experiment.report import mean_std_columns, to_markdown
 from mcn.errors import DataError
 from mcn.files import write_text
 
@@ -87,13 +87,11 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
 
 def markdown(table: pd.DataFrame) -> str:
     """The table with mean +- std cells and readable counts."""
-    def pm(row, name):
-        return "failed" if row["error"] else f"{row[f'{name}_mean']:.3f} ± {row[f'{name}_std']:.3f}"
-
     cells = pd.DataFrame({
         "model": table["model"], "backend": table["backend"], "input": table["input_size"].astype("Int64"),
-        "top-1": [pm(r, "top1") for _, r in table.iterrows()],
-        "F1 (macro)": [pm(r, "f1_macro") for _, r in table.iterrows()],
+        **mean_std_columns(table.rename(columns={"top1_mean": "top1", "f1_macro_mean": "f1_macro"}),
+                           ["top1", "f1_macro"], table["error"].astype(bool),
+                           {"top1": "top-1", "f1_macro": "F1 (macro)"}),
         "params": [f"{v / 1e6:.2f} M" if v == v else "-" for v in table["n_params"]],
         "FLOPs / crystal": [f"{v / 1e9:.3f} G" if v == v else "-" for v in table["flops"]],
         "s / epoch": [f"{v:.2f}" if v == v else "-" for v in table["seconds_per_epoch"]],

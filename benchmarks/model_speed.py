@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from benchmarks.table import to_markdown
+from mcn.experiment.report import to_markdown
 from mcn.files import write_text
 
 BACKENDS = ("torch", "tensorflow", "jax")

@@ -27,9 +27,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import mcn
-from benchmarks import profiles
+from mcn.experiment import profiles
+from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
-from benchmarks.table import DEFAULT_RANK_METRIC
+from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
 from mcn.errors import DataError
 
 BACKENDS = ("torch", "tensorflow", "jax")
@@ -180,7 +181,7 @@ class Benchmark:
 
     def run(self) -> dict[str, str]:
         """Run (or load) every model, log to MLflow, write and print the table; failed models."""
-        from benchmarks import tracking
+        from mcn.experiment import tracking
 
         start = time.perf_counter()
         uri = tracking.configure(self.args.tracking_uri)
@@ -353,7 +354,7 @@ class Benchmark:
                     return
                 folds = result["folds"]
                 tracking.log_metrics({
-                    **tracking.summarize([f["metrics"] for f in folds]),
+                    **summarize([f["metrics"] for f in folds]),
                     "fit_seconds": float(np.mean([f["fit_seconds"] for f in folds])),
                     "inference_ms_per_crystal": 1e3 * float(np.mean([f["inference_seconds_per_crystal"]
                                                                      for f in folds])),
@@ -391,18 +392,18 @@ class Benchmark:
 
     def _tables(self, tracking):
         """Write, log and print the comparison of this invocation's models; None if there is none."""
-        from benchmarks import table
+        from mcn.experiment.report import compact_markdown, write_tables
 
         stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
         try:
-            comparison = table.compare(stored, self.args.rank_metric)
+            comparison = compare(stored, self.args.rank_metric)
         except ValueError as exc:
             tqdm.write(f"no comparison table: {exc}")
             return None
-        paths = table.write_tables(comparison, self.out)
+        paths = write_tables(comparison, self.out)
         tracking.log_artifacts(list(paths.values()), "comparison")
         print()
-        print(table.compact_markdown(comparison))
+        print(compact_markdown(comparison))
         print()
         print("\n".join(comparison.notes))
         print(f"full table: {paths['markdown']} (also .csv, .tex, .png)")

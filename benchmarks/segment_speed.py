@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import mcn
-from benchmarks.table import to_markdown
+from mcn.experiment.report import to_markdown
 from mcn.data.scenes import iter_scenes
 from mcn.data.synthetic import default_dataset_dir, generate
 from mcn.errors import DataError

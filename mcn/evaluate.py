@@ -32,13 +32,6 @@ def _colours(n: int) -> list:
     return [plt.get_cmap("tab10")(i % 10) for i in range(n)]
 
 
-def _save(fig, path: str | Path) -> Path:
-    """Save a figure atomically (temporary file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, path, bbox_inches="tight")
-
-
 def out_of_fold(results, n_crystals: int) -> np.ndarray:
     """(n_crystals, n_classes) probabilities from the fold whose test part held each crystal; NaN rows
     for crystals no fold tested (the holdout split tests only a tenth)."""
@@ -61,7 +54,7 @@ def plot_confusion(y_true: np.ndarray, probabilities: np.ndarray, class_names, p
         ticks = np.arange(len(class_names))
         ax.set(xticks=ticks, yticks=ticks, xticklabels=class_names, yticklabels=class_names,
                xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_pr_curves(y_true: np.ndarray, probabilities: np.ndarray, class_names, path) -> Path:
@@ -75,7 +68,7 @@ def plot_pr_curves(y_true: np.ndarray, probabilities: np.ndarray, class_names, p
             ax.step(recall, precision, where="post", color=colour, label=f"{name} (AP = {ap:.2f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall")
     ax.legend(loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_roc_curves(y_true: np.ndarray, probabilities: np.ndarray, class_names, path) -> Path:
@@ -89,7 +82,7 @@ def plot_roc_curves(y_true: np.ndarray, probabilities: np.ndarray, class_names, 
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02), title="ROC")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_training_curves(histories: list[dict], path) -> Path:
@@ -108,7 +101,7 @@ def plot_training_curves(histories: list[dict], path) -> Path:
         ax.set(xlabel="epoch", ylabel=key, title=f"Training {key}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_tsne(embeddings: np.ndarray, labels: np.ndarray, class_names, path, highlight: np.ndarray | None = None,
@@ -133,7 +126,7 @@ def plot_tsne(embeddings: np.ndarray, labels: np.ndarray, class_names, path, hig
     note = " (solid: test crystals)" if highlight is not None else ""
     ax.set(title=f"t-SNE of penultimate-layer embeddings{note}", xticks=[], yticks=[])
     ax.legend(markerscale=2)
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _stage_layers(model) -> list:
@@ -189,7 +182,7 @@ def plot_activation_maps(model, examples: np.ndarray, example_labels: np.ndarray
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def input_gradients(model, x: np.ndarray, class_index: np.ndarray) -> np.ndarray:
@@ -231,7 +224,7 @@ def plot_saliency_maps(model, examples: np.ndarray, example_labels: np.ndarray, 
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_scene_overlay(dataset, predicted: np.ndarray, image_id: str, path) -> Path:
@@ -266,7 +259,7 @@ def plot_scene_overlay(dataset, predicted: np.ndarray, image_id: str, path) -> P
     ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.85)
     ax.set(title=f"{image_id}: predicted class of {len(members)} crystals, {len(wrong)} wrong (boxed)",
            xticks=[], yticks=[])
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def metrics_table(results) -> pd.DataFrame:

@@ -32,9 +32,10 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_figure(figure, path: str | Path, dpi: int = 120, **savefig_kwargs) -> Path:
-    """Save a matplotlib figure atomically and close it."""
+    """Save a matplotlib figure atomically (its folder created) and close it."""
     import matplotlib.pyplot as plt
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, **savefig_kwargs)
     plt.close(figure)

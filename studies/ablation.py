@@ -27,11 +27,13 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks import tracking  # noqa: E402
-from benchmarks.stats import versus_best  # noqa: E402
+from mcn.experiment.report import mean_std_columns, to_markdown  # noqa: E402
+from mcn.experiment.stats import summarize  # noqa: E402
+from mcn.experiment.stats import versus_best  # noqa: E402
 from mcn.errors import DataError  # noqa: E402
 from studies import cli, objectives, runs, spaces  # noqa: E402
-from studies.study import claim, open_study, save_figure, write_text_atomic  # noqa: E402
+from mcn.files import save_figure, write_text  # noqa: E402
+from studies.study import claim, open_study  # noqa: E402
 
 CNN_ABLATIONS: dict[str, dict[str, dict]] = {
     "nsr": {"full": {}, "no_zscore": {"zscore": False}, "no_pca": {"pca": False}, "no_l1": {"l1": False},
@@ -116,7 +118,7 @@ def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyD
     def write_outputs():
         title = f"{name} ablation: {data.dataset.name}, scale {data.profile.name}, {len(data.folds)} folds"
         paths = write_table(table_of(study, grid, data.test_train_ratio()), out, title)
-        write_text_atomic(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+        write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         return [*paths, out / "trials.csv"]
 
     cli.run_trials(study, args, data, _objective(name, grid, data, tags), len(todo), tags, params, write_outputs)
@@ -162,7 +164,7 @@ def table_of(study: optuna.Study, grid: dict[str, dict], test_train_ratio: float
         if complete:
             trial = complete[-1]
             folds = trial.user_attrs["fold_metrics"]
-            summary = tracking.summarize(folds)
+            summary = summarize(folds)
             row.update({k: summary[k] for m in METRICS for k in (m, f"{m}_std")})
             row.update({"folds": len(folds), "seconds": trial.duration.total_seconds(), "error": ""})
             scores[variant] = np.array([f[METRICS[0]] for f in folds])
@@ -183,12 +185,8 @@ def table_of(study: optuna.Study, grid: dict[str, dict], test_train_ratio: float
 
 def markdown(table: pd.DataFrame) -> str:
     """The table as Markdown: each metric as mean ± std over folds."""
-    from benchmarks.table import to_markdown
-
     shown = pd.DataFrame({"variant": table["variant"], "settings": table["settings"]})
-    for m in METRICS:
-        shown[f"{m} (mean ± std)"] = [f"{v:.3f} ± {s:.3f}" if np.isfinite(v) else "-"
-                                      for v, s in zip(table[m], table[f"{m}_std"])]
+    shown = shown.join(mean_std_columns(table, list(METRICS), labels={m: f"{m} (mean ± std)" for m in METRICS}))
     best = table.loc[table[METRICS[0]].idxmax(), "variant"] if table[METRICS[0]].notna().any() else None
     shown[f"p vs best ({METRICS[0]})"] = [
         "best" if v == best else "-" if not np.isfinite(p) else f"{p:.3f}{'*' if h < ALPHA else ''}"
@@ -204,8 +202,8 @@ def write_table(table: pd.DataFrame, out, title: str) -> list:
     """ablation.csv, ablation.md and ablation.png (bars: mean, error bars: std over folds)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "ablation.csv", out / "ablation.md", out / "ablation.png"]
-    write_text_atomic(paths[0], table.to_csv(index=False))
-    write_text_atomic(paths[1], markdown(table) + "\n")
+    write_text(paths[0], table.to_csv(index=False))
+    write_text(paths[1], markdown(table) + "\n")
     fig, ax = plt.subplots()
     x = np.arange(len(table))
     for i, (m, colour) in enumerate(zip(METRICS, ("tab:blue", "tab:orange"))):
@@ -217,7 +215,9 @@ def write_table(table: pd.DataFrame, out, title: str) -> list:
     ax.set_title(title)
     ax.legend(loc="upper center", ncol=2, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, paths[2], size=(max(6.0, 0.9 * len(table) + 2), 4.5))
+    fig.set_size_inches(max(6.0, 0.9 * len(table) + 2), 4.5)
+    fig.tight_layout()
+    save_figure(fig, paths[2])
     return paths
 
 

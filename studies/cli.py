@@ -16,8 +16,8 @@ import optuna
 from tqdm.auto import tqdm
 
 import mcn
-from benchmarks import tracking
-from benchmarks.profiles import PROFILES, get_profile
+from mcn.experiment import tracking
+from mcn.experiment.profiles import PROFILES, get_profile
 from studies import runs
 from studies.objectives import OBJECTIVE, StudyData
 from studies.study import DEFAULT_STORAGE

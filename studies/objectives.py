@@ -22,8 +22,9 @@ from typing import Callable
 import numpy as np
 import optuna
 
-from benchmarks import tracking
-from benchmarks.profiles import Profile
+from mcn.experiment import tracking
+from mcn.experiment.stats import summarize
+from mcn.experiment.profiles import Profile
 from mcn.data.splits import Fold
 from mcn.errors import DataError
 from mcn.metrics import SUMMARY_METRICS
@@ -155,13 +156,13 @@ def _record(trial: optuna.Trial, fold: int, metrics: dict, done: list[dict], pru
     running = float(np.mean([m[OBJECTIVE] for m in done]))
     trial.report(running, step=fold)
     if prune and trial.should_prune():
-        tracking.log_metrics(tracking.summarize(done))
+        tracking.log_metrics(summarize(done))
         raise optuna.TrialPruned(f"mean {OBJECTIVE} {running:.3f} after {len(done)} fold(s)")
 
 
 def finish(trial: optuna.Trial, fold_metrics: list[dict]) -> float:
     """Log the fold mean and std of every metric; the objective value (mean macro-F1)."""
-    summary = tracking.summarize(fold_metrics)
+    summary = summarize(fold_metrics)
     tracking.log_metrics(summary)
     for key in (OBJECTIVE, f"{OBJECTIVE}_std", "top1", "top1_std"):
         trial.set_user_attr(key, summary.get(key, float("nan")))

@@ -13,7 +13,7 @@ from typing import Iterator, Mapping
 
 import optuna
 
-from benchmarks import tracking
+from mcn.experiment import tracking
 
 STUDY_KEY_TAG = "optuna_study_key"
 

@@ -9,15 +9,15 @@ suggestions it already tried.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+
+from mcn.files import save_figure, write_text  # noqa: E402
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 """Relative to the current directory: `optuna-dashboard sqlite:///mlruns/optuna.db`."""
@@ -95,7 +95,7 @@ def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:
     written = []
     done = finished_trials(study)
     trials_csv = out_dir / "trials.csv"
-    write_text_atomic(trials_csv, study.trials_dataframe().to_csv(index=False))
+    write_text(trials_csv, study.trials_dataframe().to_csv(index=False))
     written.append(trials_csv)
     if not done:
         return written
@@ -103,31 +103,20 @@ def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:
     best_json = out_dir / "best_params.json"
     record = {"study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
               "note": SELECTION_NOTE, "config": study.user_attrs.get("config"), "user_attrs": best.user_attrs}
-    write_text_atomic(best_json, json.dumps(record, indent=2))
+    write_text(best_json, json.dumps(record, indent=2))
     written.append(best_json)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=TARGET_NAME)
-    written.append(save_figure(ax.figure, out_dir / "optimization_history.png"))
+    written.append(_save_plot(ax, out_dir / "optimization_history.png"))
     varied = {name for t in done for name in t.params if len({str(u.params.get(name)) for u in done}) > 1}
     if len(done) >= 2 and varied:
         ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=TARGET_NAME)
-        written.append(save_figure(ax.figure, out_dir / "param_importances.png"))
+        written.append(_save_plot(ax, out_dir / "param_importances.png"))
     return written
 
 
-def save_figure(figure, path: Path, size: tuple[float, float] = (8, 5)) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    figure.set_size_inches(*size)
-    figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save_plot(ax, path: Path) -> Path:
+    """Save an Optuna matplotlib plot at a readable size (atomically, like every output)."""
+    ax.figure.set_size_inches(8, 5)
+    ax.figure.tight_layout()
+    return save_figure(ax.figure, path)

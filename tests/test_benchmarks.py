@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmarks import profiles, run, stats, table
+from benchmarks import run, table
+from mcn.experiment import profiles, stats
+from mcn.experiment.comparison import compare
 from benchmarks import results as results_io
 from mcn.metrics import metric_names
 
@@ -90,7 +92,7 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
         results_io.save_result(tmp_path, r)
     table.main([str(tmp_path)])                     # remade from the files alone
     printed = capsys.readouterr().out
-    comparison = table.compare(results_io.load_results(tmp_path))
+    comparison = compare(results_io.load_results(tmp_path))
     rows = comparison.table.set_index("model")
     assert set(rows.index) == {r["model"] for r in found}
     assert rows.loc["microcrystalnet", "rank"] == 1 and np.isnan(rows.loc["microcrystalnet", "p_vs_best"])

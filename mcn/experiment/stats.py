@@ -9,6 +9,7 @@ difference (Demsar 2006), says which groups of models cannot be told apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,3 +110,17 @@ def cliques(mean_ranks: np.ndarray, critical_difference: float) -> list[tuple[in
         if len(group) > 1 and not any(set(group) <= set(g) for g in groups):
             groups.append(group)
     return groups
+
+
+def summarize(fold_metrics: list[Mapping[str, float]]) -> dict[str, float]:
+    """Mean under each metric's own name and standard deviation (ddof=1) as `<name>_std`; undefined
+    (NaN) fold values are left out, a single value has std 0."""
+    out: dict[str, float] = {}
+    names = dict.fromkeys(name for m in fold_metrics for name in m)
+    for name in names:
+        values = np.array([m.get(name, np.nan) for m in fold_metrics], float)
+        values = values[~np.isnan(values)]
+        if len(values):
+            out[name] = float(values.mean())
+            out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out

@@ -143,18 +143,6 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(_finite(metrics), step=step)
 
 
-def summarize(fold_metrics: list[Mapping[str, float]]) -> dict[str, float]:
-    """Mean under each metric's own name and standard deviation (ddof=1) as `<name>_std`."""
-    out: dict[str, float] = {}
-    for name in fold_metrics[0]:
-        values = np.array([m.get(name, np.nan) for m in fold_metrics], float)
-        values = values[~np.isnan(values)]
-        if len(values):
-            out[name] = float(values.mean())
-            out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return out
-
-
 def log_history(history: Mapping[str, list[float]]) -> None:
     """Per-epoch curves (loss, accuracy, learning rate...) as step-indexed metrics, one batch."""
     import mlflow
