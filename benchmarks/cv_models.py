@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
     p.add_argument("--out", default="mlruns/cv_models", help="output folder (default: %(default)s)")
-    p.add_argument("--fresh", action="store_true", help="retrain every fold instead of resuming")
+    p.add_argument("--overwrite", action="store_true", help="retrain every fold instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -72,7 +72,7 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
     row = {"model": model, "backend": keras.backend.backend(), "epochs": config.epochs, "folds": len(folds)}
     try:
         results = cross_validate(model, dataset, folds, config, profile.model_hparams(model),
-                                 Path(args.out) / row["backend"] / model, resume=not args.fresh,
+                                 Path(args.out) / row["backend"] / model, resume=not args.overwrite,
                                  progress=not args.quiet)
     except Exception as exc:  # noqa: BLE001  (a failing model is recorded, the others still run)
         return {**row, "error": f"{type(exc).__name__}: {exc}"}

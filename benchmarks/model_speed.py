@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default=os.environ["KERAS_BACKEND"],
                    help="Keras backend (default: $KERAS_BACKEND, else torch)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results/models", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="mlruns/speed/models", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
     return p
 

@@ -68,7 +68,7 @@ def check_config(out_dir: Path, config: dict, fresh: bool) -> None:
         if changed:
             detail = ", ".join(f"{k} {old.get(k)!r} -> {config[k]!r}" for k in changed)
             raise ValueError(f"{out_dir} holds results of another configuration ({detail}); "
-                             "pass --fresh to replace them or choose another --out")
+                             "pass --overwrite to replace them or choose another --out")
     write_json(path, config)
 
 

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path,
                    help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
     p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
-    p.add_argument("--fresh", action="store_true", help="delete the results stored in --out first, recompute all")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results this suite stored in --out earlier, recompute all")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="processes for the handcrafted features and the classical models' folds "
                         "(default: the CPU count, %(default)s)")
@@ -171,7 +172,7 @@ class Benchmark:
         config = {"data_fingerprint": dataset.fingerprint(), "data_name": dataset.name,
                   "profile": profile.name, "profile_digest": profile.digest(), "seed": args.seed,
                   "folds": args.folds, "embedding_model": args.embedding_model, "backend": args.backend}
-        _claim(out, config, args.fresh)
+        _claim(out, config, args.overwrite)
         print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
               f"{config['data_fingerprint']}); {len(folds)} grouped folds, seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
@@ -422,7 +423,7 @@ class Benchmark:
 
 
 def _claim(out: Path, config: dict, fresh: bool) -> None:
-    """Make `out` this configuration's folder: refuse a foreign folder; --fresh empties our own."""
+    """Make `out` this configuration's folder: refuse a foreign folder; --overwrite empties our own."""
     marker = out / results_io.CONFIG_FILE
     if out.is_dir() and any(out.iterdir()) and not marker.is_file():
         raise ValueError(f"{out} is not empty and not a benchmark folder; choose another --out")

@@ -338,7 +338,7 @@ def _check_resumable(directory: Path, expected: dict[str, str]) -> None:
                       ("split_hash", "split")):
         if record.get(key) != expected[key]:
             raise ResumeError(f"{directory}: was trained with a different {what} ({record.get(key)} != "
-                              f"{expected[key]}); use --fresh (resume=False) to retrain, or another --out")
+                              f"{expected[key]}); use --overwrite (resume=False) to retrain, or another --out")
 
 
 def summary_line(result: FoldResult) -> str:
@@ -420,10 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="model constructor argument, repeatable (values parsed as JSON when possible)")
     p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
-    p.add_argument("--out", help="run folder (default: runs/<model>_<data set name>)")
+    p.add_argument("--out", help="run folder (default: mlruns/train/<model>_<data set name>)")
     p.add_argument("--backend", choices=("torch", "tensorflow", "jax"),
                    default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
-    p.add_argument("--fresh", action="store_true", help="retrain every fold, replacing saved ones")
+    p.add_argument("--overwrite", action="store_true", help="retrain every fold, replacing saved ones")
     p.add_argument("--no-report", action="store_true", help="skip the figures (metrics are still written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -451,12 +451,12 @@ def main(argv: list[str] | None = None) -> None:
                                                          holdout=args.holdout)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    out_dir = Path(args.out or Path("runs") / f"{args.model}_{dataset.name}")
+    out_dir = Path(args.out or Path("mlruns") / "train" / f"{args.model}_{dataset.name}")
     print(f"{dataset.name}: {len(dataset)} crystals {dataset.class_counts()}, {len(folds)} fold(s), "
           f"{args.model} on {args.backend} -> {out_dir}")
     try:
         results = cross_validate(args.model, dataset, folds, config, hparams, out_dir,
-                                 resume=not args.fresh, progress=not args.quiet)
+                                 resume=not args.overwrite, progress=not args.quiet)
     except (DataError, ResumeError) as exc:
         sys.exit(f"error: {exc}")
     write_report(results, dataset, out_dir, figures=not args.no_report)

@@ -2,10 +2,10 @@
 
 Each ablation is an Optuna study whose one parameter, `variant`, runs over a fixed list; every
 variant is scored on the same grouped folds as the others (mean and std of macro-F1 and top-1 over
-the folds). Variants change the scale's MicroCrystalNet setting one thing at a time: the NSR block
+the folds). Variants change the profile's MicroCrystalNet setting one thing at a time: the NSR block
 (z-score, PCA, L1 each off, all off; PCA dimension), conv kernel sizes and depth, input resolution,
 batch size, dropout and optimizer. `hybrid` asks whether CNN embeddings help the classical models:
-each classifier of the scale on handcrafted, embedding and hybrid features.
+each classifier of the profile on handcrafted, embedding and hybrid features.
 
 Resume: a variant counts as done once a trial of it completed. Each invocation queues the missing
 variants in table order (`enqueue_trial`), so a variant interrupted by Ctrl-C (Optuna marks it FAIL)
@@ -96,14 +96,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"interrupted during the {name} ablation; rerun the same command to resume")
         except ValueError as exc:
             sys.exit(f"error: {exc}")
-        print(f"\n{name} ablation ({data.dataset.name}, scale {data.profile.name}, {len(data.folds)} folds):")
+        print(f"\n{name} ablation ({data.dataset.name}, profile {data.profile.name}, {len(data.folds)} folds):")
         print(markdown(table))
     print(f"\nfiles: {args.out}; dashboard: optuna-dashboard {args.storage}")
 
 
 def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyData) -> pd.DataFrame:
     """Run the missing variants of one ablation study; its table (also written as CSV, MD, PNG)."""
-    study_name = args.study_name or (f"ablation-{name}-{data.dataset.name}-{args.scale}-{len(data.folds)}fold-"
+    study_name = args.study_name or (f"ablation-{name}-{data.dataset.name}-{args.profile}-{len(data.folds)}fold-"
                                      f"seed{args.seed}")
     study = open_study(study_name, args.storage, args.seed,
                        sampler=optuna.samplers.GridSampler({"variant": list(grid)}, seed=args.seed),
@@ -116,7 +116,7 @@ def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyD
     params = {**data.config(), "ablation": name, "variants": ",".join(grid)}
 
     def write_outputs():
-        title = f"{name} ablation: {data.dataset.name}, scale {data.profile.name}, {len(data.folds)} folds"
+        title = f"{name} ablation: {data.dataset.name}, profile {data.profile.name}, {len(data.folds)} folds"
         paths = write_table(table_of(study, grid, data.test_train_ratio()), out, title)
         write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         return [*paths, out / "trials.csv"]
@@ -160,7 +160,7 @@ def table_of(study: optuna.Study, grid: dict[str, dict], test_train_ratio: float
     for variant, overrides in grid.items():
         trials = [t for t in study.trials if t.params.get("variant") == variant]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        row = {"variant": variant, "settings": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "scale defaults"}
+        row = {"variant": variant, "settings": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "profile defaults"}
         if complete:
             trial = complete[-1]
             folds = trial.user_attrs["fold_metrics"]

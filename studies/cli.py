@@ -1,6 +1,6 @@
 """What `python -m studies.hpo` and `python -m studies.ablation` share on the command line.
 
-The common options (data, folds, seed, scale, storage, tracking, backend), loading the data once,
+The common options (data, folds, seed, profile, storage, tracking, backend), loading the data once,
 and running a study's trials inside its MLflow parent run, writing the study's files even when the
 run is interrupted (Ctrl-C marks the running trial FAIL; rerunning the command resumes).
 """
@@ -29,13 +29,13 @@ DEFAULT_ROOT = Path("mlruns") / "studies"
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser holding the options every study command takes."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--scale", default="quick",
+    p.add_argument("--profile", default="quick",
                    help=f"compute budget per trial, a benchmarks profile: {', '.join(PROFILES)} (default: %(default)s)")
     p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
     p.add_argument("--folds", type=int, default=5, help="grouped CV folds, made once per study (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes folds, sampler and training (default: %(default)s)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="fixed MicroCrystalNet argument on top of the scale's, repeatable (JSON values)")
+                   help="fixed MicroCrystalNet argument on top of the profile's, repeatable (JSON values)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help="Optuna storage URL, any RDB URL (default: %(default)s)")
@@ -58,18 +58,18 @@ def load(args: argparse.Namespace) -> StudyData:
         raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
     if args.timeout is not None and args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
-    profile = get_profile(args.scale)
+    profile = get_profile(args.profile)
     data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, parse_hparams(args.hparam))
     ds = data.dataset
     print(f"data: {ds.name} ({len(ds)} crystals {ds.class_counts()}, fingerprint {data.fingerprint}); "
-          f"{len(data.folds)} grouped folds, seed {args.seed}; scale {profile.name}: {profile.description}")
+          f"{len(data.folds)} grouped folds, seed {args.seed}; profile {profile.name}: {profile.description}")
     return data
 
 
 def study_tags(args: argparse.Namespace, data: StudyData, kind: str) -> dict[str, str]:
     """Reproducibility tags of the study's runs (data, seed, code and package versions)."""
     return tracking.run_tags(backend=args.backend, seed=args.seed, data_fingerprint=data.fingerprint,
-                             family="study", study_kind=kind, scale=data.profile.name,
+                             family="study", study_kind=kind, profile=data.profile.name,
                              data_name=data.dataset.name, folds=len(data.folds))
 
 

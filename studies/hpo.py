@@ -31,7 +31,7 @@ def build_parser():
     p.add_argument("--feature-set", help="classical models: handcrafted (default), embedding or hybrid")
     p.add_argument("--params", help="comma list of parameters to search (default: the model's whole space: for "
                                     f"microcrystalnet {', '.join(spaces.MICROCRYSTALNET)}); the others keep "
-                                    "the scale's defaults")
+                                    "the profile's defaults")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help="total trials of the study, completed or pruned (default: %(default)s); a rerun "
                         "runs only the missing ones")
@@ -91,7 +91,7 @@ def _space(args) -> tuple[dict, str | None]:
 
 def _study_name(args, data, feature_set: str | None) -> str:
     model = f"{args.model}-{feature_set}" if feature_set else args.model
-    return f"hpo-{model}-{data.dataset.name}-{args.scale}-{len(data.folds)}fold-seed{args.seed}"
+    return f"hpo-{model}-{data.dataset.name}-{args.profile}-{len(data.folds)}fold-seed{args.seed}"
 
 
 def _objective(model: str, feature_set: str | None, space: dict, data, tags: dict):

@@ -10,7 +10,7 @@ trial's value is an optimistic estimate of how that setting generalises: for a f
 After each fold the running mean is reported (`trial.report(mean, step=fold)`), so a
 `MedianPruner` stops a trial whose first folds already score below the median of earlier trials.
 Classical models on CNN embeddings use fold k's MicroCrystalNet (trained on fold k's training part
-only, at the study's scale), trained once per study set-up and cached under the studies folder.
+only, at the study's profile), trained once per study set-up and cached under the studies folder.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CNN = "microcrystalnet"
 
 @dataclass
 class StudyData:
-    """What every trial of a study shares: data, folds, scale, fixed hyper-parameters, features."""
+    """What every trial of a study shares: data, folds, profile, fixed hyper-parameters, features."""
 
     dataset: object
     folds: list[Fold]
@@ -68,18 +68,18 @@ class StudyData:
     def config(self) -> dict:
         """The settings a study's scores depend on (stored with the study, checked on resume)."""
         return {"data_fingerprint": self.fingerprint, "data_name": self.dataset.name,
-                "folds": len(self.folds), "seed": self.seed, "scale": self.profile.name,
+                "folds": len(self.folds), "seed": self.seed, "profile": self.profile.name,
                 "profile_digest": self.profile.digest(), "hparams": {k: str(v) for k, v in self.hparams.items()}}
 
     def train_config(self, overrides: dict | None = None):
-        """The scale's MicroCrystalNet training protocol with a trial's overrides."""
+        """The profile's MicroCrystalNet training protocol with a trial's overrides."""
         from mcn.train import TrainConfig
 
         kwargs = {**self.profile.train_kwargs(CNN), **(overrides or {})}
         return TrainConfig(**kwargs, seed=self.seed, progress=False)
 
     def model_hparams(self, overrides: dict | None = None) -> dict:
-        """The scale's MicroCrystalNet hyper-parameters, then `--hparam`, then a trial's overrides."""
+        """The profile's MicroCrystalNet hyper-parameters, then `--hparam`, then a trial's overrides."""
         return {**self.profile.model_hparams(CNN), **self.hparams, **(overrides or {})}
 
     def handcrafted(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Search spaces, written as specs: parameter name -> Optuna distribution.
 
 Each model's space is a plain dict so it reads like the paper's list and so a user can narrow it from
-the command line (`--params learning_rate,fc_dropout`): the others then keep the scale's defaults.
+the command line (`--params learning_rate,fc_dropout`): the others then keep the profile's defaults.
 Names are the keyword arguments of `mcn.train.TrainConfig` (`TRAIN_PARAMS`) and of
 `mcn.models.create_model("microcrystalnet", ...)` (the rest), or of `features.zoo.create_classifier`.
 Layer lists (filters, kernel sizes, FC widths) are categorical strings such as "7,5,3,3", because

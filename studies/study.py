@@ -63,7 +63,7 @@ def _check_sqlite_folder(storage: str) -> None:
 
 
 def claim(study: optuna.Study, config: dict) -> None:
-    """Tie the study to one data set, fold split, seed and scale; refuse to resume it under others.
+    """Tie the study to one data set, fold split, seed and profile; refuse to resume it under others.
 
     Trials of one study must score on the same folds, else their values are not comparable.
     """

@@ -254,9 +254,9 @@ def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
     torch.save(tiny_sam().state_dict(), start)
     monkeypatch.setitem(sam_model_registry, "tiny", tiny_sam)
     out = tmp_path / "tuned.pth"
-    argv = ["--data", str(root), "--checkpoint", str(start), "--model-type", "tiny", "--out", str(out),
+    argv = ["--data", str(root), "--sam-checkpoint", str(start), "--sam-model-type", "tiny", "--out", str(out),
             "--epochs", "1", "--tile-size", str(TINY), "--min-area", "10", "--points-per-side", "2",
-            "--holdout", "0.34", "--device", "cpu"]
+            "--val-fraction", "0.34", "--device", "cpu"]
     ft.main(argv)
     assert "held-out 1 images" in capsys.readouterr().out
     assert (tmp_path / "tuned.pth.json").is_file()
@@ -264,4 +264,4 @@ def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         ft.main(argv)
     with pytest.raises(SystemExit, match="nope.pth: SAM checkpoint not found"):
-        ft.main(argv[:2] + ["--checkpoint", str(tmp_path / "nope.pth")] + argv[4:] + ["--overwrite"])
+        ft.main(argv[:2] + ["--sam-checkpoint", str(tmp_path / "nope.pth")] + argv[4:] + ["--overwrite"])

@@ -29,7 +29,7 @@ def stores(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def common(stores, tiny_scene_dir):
-    return ["--scale", "smoke", "--data", str(tiny_scene_dir), "--folds", "2", "--seed", "0", "--quiet",
+    return ["--profile", "smoke", "--data", str(tiny_scene_dir), "--folds", "2", "--seed", "0", "--quiet",
             "--storage", stores["optuna"], "--tracking-uri", stores["mlflow"], "--out", str(stores["out"]), *TINY]
 
 

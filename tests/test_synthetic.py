@@ -79,10 +79,10 @@ def test_refuses_non_empty_folder(small, tmp_path, capsys):
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
     with pytest.raises(SystemExit) as exc:
-        main(["--out", str(target), "--images", "1", "--image-size", "128"])
+        main(["--out", str(target), "--n-images", "1", "--image-size", "128"])
     assert exc.value.code != 0 and "--overwrite" in str(exc.value.code)
     assert (target / "notes.txt").read_text() == "keep me"
-    main(["--out", str(target), "--images", "1", "--image-size", "128", "--overwrite"])
+    main(["--out", str(target), "--n-images", "1", "--image-size", "128", "--overwrite"])
     assert (target / "notes.txt").read_text() == "keep me", "only the generator's own files are replaced"
     assert (target / "crystals.csv").is_file()
     assert "wrote 1 images" in capsys.readouterr().out

@@ -99,7 +99,7 @@ def test_resume_skips_completed_folds(run_dir, dataset, capsys):
 
 def test_resume_refuses_other_settings(run_dir, dataset):
     folds = make_folds(dataset, n_splits=2, seed=0)
-    with pytest.raises(ResumeError, match="fold_0.*different model, settings or backend.*--fresh"):
+    with pytest.raises(ResumeError, match="fold_0.*different model, settings or backend.*--overwrite"):
         cross_validate("microcrystalnet", dataset, folds, TrainConfig(epochs=2, batch_size=64, input_size=24),
                        HPARAMS, run_dir, progress=False)
 

@@ -266,12 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
     parser = argparse.ArgumentParser(prog="python -m mcn.segment.finetune", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="scene data set folder (images/, masks/)")
-    parser.add_argument("--checkpoint", required=True, help="SAM checkpoint to start from (never downloaded)")
-    parser.add_argument("--model-type", default="vit_b", help="vit_b, vit_l or vit_h (default vit_b)")
+    parser.add_argument("--sam-checkpoint", required=True, help="SAM checkpoint to start from (never downloaded)")
+    parser.add_argument("--sam-model-type", default="vit_b", help="vit_b, vit_l or vit_h (default vit_b)")
     parser.add_argument("--out", required=True, help="where to write the tuned checkpoint (.pth)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out")
     parser.add_argument("--prompt", choices=PROMPTS, default="mixed")
     parser.add_argument("--train", default="mask_decoder",
                         help=f"comma-separated parts to train, from {','.join(PARTS)}")
@@ -290,9 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
-        model = load_sam(args.checkpoint, args.model_type)
+        model = load_sam(args.sam_checkpoint, args.sam_model_type)
         scenes = [(s.image, s.labels) for s in tqdm(iter_scenes(args.data), desc="reading scenes")]
-        train_idx, held_idx = split_scenes(len(scenes), args.holdout, args.seed)
+        train_idx, held_idx = split_scenes(len(scenes), args.val_fraction, args.seed)
         geometry = dict(tile_size=args.tile_size, overlap=args.overlap, min_area=args.min_area,
                         device=args.device)
         held = [scenes[i] for i in held_idx]
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(model, out, overwrite=args.overwrite)
     except (DataError, FileExistsError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    report = {"data": str(args.data), "checkpoint": str(args.checkpoint), "model_type": args.model_type,
+    report = {"data": str(args.data), "checkpoint": str(args.sam_checkpoint), "model_type": args.sam_model_type,
               "train_images": len(train_idx), "heldout_images": len(held_idx), "epochs": args.epochs,
               "loss_per_epoch": history, "before": before, "after": after}
     _write_json(out.with_name(out.name + ".json"), report)

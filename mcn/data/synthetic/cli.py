@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (refused if not empty, see --overwrite)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; one seed gives byte-identical files")
-    parser.add_argument("--images", type=int, default=48, help="number of micrographs")
+    parser.add_argument("--n-images", type=int, default=48, help="number of micrographs")
     parser.add_argument("--image-size", type=int, default=1024, help="image side in pixels")
     parser.add_argument("--pixel-size-nm", type=float, default=20.0,
                         help="pixel size; 2048 px at 10 nm reproduces the paper's geometry")
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     config = {f.name: getattr(args, f.name) for f in fields(SceneConfig)}
     start = time.perf_counter()
     try:
-        out = generate(args.out, n_images=args.images, image_size=args.image_size,
+        out = generate(args.out, n_images=args.n_images, image_size=args.image_size,
                        pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite, **config)
     except (ValueError, FileExistsError, DataError) as exc:
         sys.exit(f"error: {exc}")
     n_crystals = sum(1 for _ in open(out / "crystals.csv")) - 1
-    print(f"wrote {args.images} images, {n_crystals} crystals to {out} in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {args.n_images} images, {n_crystals} crystals to {out} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
