@@ -14,6 +14,7 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mcn.train cross-validation folder (fold_k/) whose embeddings add the "
                         "embedding and hybrid feature sets")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes for the features and the folds (default: the CPU count, %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.data)
     folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
     started = time.perf_counter()
-    handcrafted = handcrafted_features(dataset)
+    handcrafted = handcrafted_features(dataset, n_jobs=args.jobs)
     print(f"{dataset.name}: {len(dataset)} crystals, {handcrafted.shape[1]} handcrafted features in "
           f"{time.perf_counter() - started:.1f} s; {len(folds)} grouped folds")
     embeddings = load_fold_embeddings(args.embeddings, len(dataset)) if args.embeddings else None
@@ -83,9 +87,9 @@ def run(args: argparse.Namespace) -> None:
 
     rows = []
     jobs = [(feature_set, model) for feature_set in feature_sets for model in models]
-    for feature_set, model in tqdm(jobs, desc="classical models", unit="model"):
+    for feature_set, model in tqdm(jobs, desc="classical models", unit="model", disable=args.quiet):
         rows += _evaluate(model, feature_set, fold_features(feature_set, handcrafted, embeddings),
-                          dataset, folds, args.seed)
+                          dataset, folds, args.seed, args.jobs)
     out.mkdir(parents=True, exist_ok=True)
     fold_table = pd.DataFrame(rows)
     summary = summarise(fold_table)
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     importance = mean_importance([
         importance_table(handcrafted.to_numpy()[training_index(f)], dataset.labels[training_index(f)],
                          handcrafted.to_numpy()[f.test], dataset.labels[f.test], list(handcrafted.columns),
-                         seed=args.seed) for f in tqdm(folds, desc="importance", unit="fold")])
+                         seed=args.seed) for f in tqdm(folds, desc="importance", unit="fold", disable=args.quiet)])
     write_text(out / "importance.csv", importance.to_csv(index=False))
     plot_importance(importance, out / "importance.png",
                     title=f"XGBoost on handcrafted features, {dataset.name}, mean of {len(folds)} folds")
@@ -105,12 +109,13 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(OUTPUTS)} to {out}" + (f"; {failed} model(s) failed (see folds.csv)" if failed else ""))
 
 
-def _evaluate(model: str, feature_set: str, features, dataset, folds, seed: int) -> list[dict]:
+def _evaluate(model: str, feature_set: str, features, dataset, folds, seed: int, n_jobs: int) -> list[dict]:
     """Per-fold rows of one model on one feature set, or one row holding its error."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)  # absent classes: reported via metrics
-            results = cross_validate_classifier(model, features, dataset.labels, folds, dataset.class_names, seed)
+            results = cross_validate_classifier(model, features, dataset.labels, folds, dataset.class_names, seed,
+                                                n_jobs=n_jobs)
     except Exception as exc:  # one failing model must not cost the whole table
         tqdm.write(f"{model} on {feature_set}: failed: {exc}")
         return [{"model": model, "feature_set": feature_set, "error": f"{type(exc).__name__}: {exc}"}]

@@ -31,11 +31,13 @@ COLUMNS = ("model", "backend", "input_size", "epochs", "folds", "top1_mean", "to
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cv_models", description=__doc__.split("\n")[0])
-    p.add_argument("--backend", choices=("torch", "tensorflow", "jax"),
+    p.add_argument("--backend", choices=mcn.BACKENDS,
                    default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
     p.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES),
                    help="training budget (default: %(default)s)")
-    p.add_argument("--models", help=f"comma-separated CNNs (default: {','.join(profiles.CNN_MODELS)})")
+    p.add_argument("--models", default="cnn",
+                   help="comma list of CNNs, or cnn / baselines / all (the --models grammar of benchmarks.run; "
+                        "default: %(default)s, all six)")
     p.add_argument("--epochs", type=int, help="epochs for every model (default: the profile's)")
     p.add_argument("--input-size", type=int,
                    help="patch side for every model, raised to a model's minimum (default: the profile's)")
@@ -118,10 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         from mcn.data.splits import make_folds
 
         profile = profiles.get_profile(args.profile)
-        models = args.models.split(",") if args.models else list(profiles.CNN_MODELS)
-        unknown = sorted(set(models) - set(profiles.CNN_MODELS))
-        if unknown:
-            raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(profiles.CNN_MODELS)}")
+        models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
         dataset = load_dataset(args.data)
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
     except (DataError, ValueError) as exc:

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mcn.experiment.profiles import PAPER, resolve_models
 from mcn.experiment.report import to_markdown
 from mcn.files import write_text
 
-BACKENDS = ("torch", "tensorflow", "jax")
 COLUMNS = (
     "model", "backend", "device", "input_size", "params", "gflops_per_crystal", "n_crystals",
     "batch_size", "seconds_per_epoch", "first_epoch_seconds", "crystals_per_second", "prepare_seconds",
@@ -44,14 +44,16 @@ COLUMNS = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.model_speed", description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="all", help="comma list of registry names, or 'all' (default)")
+    p.add_argument("--models", default="cnn",
+                   help="comma list of CNNs, or cnn / baselines / all (the --models grammar of benchmarks.run; "
+                        "default: %(default)s, every registered CNN)")
     p.add_argument("--n-crystals", type=int, default=1482, help="crystals per epoch (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
     p.add_argument("--epochs", type=int, default=3,
                    help="timed epochs, the first is warm-up (default: %(default)s)")
     p.add_argument("--input-size", type=int, default=None, help="one input size for all models "
                    "(default: each model's own, see mcn.models.model_defaults)")
-    p.add_argument("--backend", choices=BACKENDS, default=os.environ["KERAS_BACKEND"],
+    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ["KERAS_BACKEND"],
                    help="Keras backend (default: $KERAS_BACKEND, else torch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="mlruns/speed/models", help="output folder (default: %(default)s)")
@@ -64,12 +66,7 @@ def _check_args(args: argparse.Namespace, registered: list[str]) -> list[str]:
     for name in ("n_crystals", "batch_size", "epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    models = registered if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in registered]
-    if unknown or not models:
-        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(registered)} or 'all'")
-    return models
+    return resolve_models(args.models, PAPER, cnns=registered, kinds=("cnn",))
 
 
 def _device() -> str:

@@ -33,8 +33,6 @@ from benchmarks import results as results_io
 from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
 from mcn.errors import DataError
 
-BACKENDS = ("torch", "tensorflow", "jax")
-FAMILIES = ("all", "cnn", "baselines", "classical")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
     p.add_argument("--profile", choices=tuple(profiles.PROFILES),
                    help="compute budget (default: paper on a GPU, quick otherwise)")
-    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
+    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
                    help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
@@ -83,40 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     failed = bench.run()
     if failed:
         sys.exit(f"error: {len(failed)} model(s) failed: " + "; ".join(f"{m} ({e})" for m, e in failed.items()))
-
-
-def resolve_models(spec: str | None, profile: profiles.Profile, cnns: list[str],
-                   classifiers: list[str]) -> list[str]:
-    """The model names a `--models` value asks for, CNNs first, unknown names refused.
-
-    Without a value: the profile's models. `cnn`, `baselines` and `all` mean every registered CNN
-    (run at the profile's sizes), so `--profile quick --models all` is the whole zoo, small.
-    """
-    if not spec:
-        return profile.default_models()
-    classical = [f"{c}:{f}" for c in profile.classifiers for f in profile.feature_sets]
-    families = {"all": [*cnns, *classical], "cnn": list(cnns),
-                "baselines": [m for m in cnns if m != "microcrystalnet"], "classical": classical}
-    chosen: list[str] = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        clf, _, fs = item.partition(":")
-        if item in families:
-            names = families[item]
-        elif item in cnns:
-            names = [item]
-        elif item in classifiers:
-            names = [f"{item}:{f}" for f in profiles.FEATURE_SETS]
-        elif item in profiles.FEATURE_SETS:
-            names = [f"{c}:{item}" for c in profile.classifiers]
-        elif clf in classifiers and fs in profiles.FEATURE_SETS:
-            names = [item]
-        else:
-            raise ValueError(
-                f"unknown model {item!r}; choose CNNs ({', '.join(cnns)}), classifiers "
-                f"({', '.join(classifiers)}) optionally as CLASSIFIER:{'|'.join(profiles.FEATURE_SETS)}, "
-                f"feature sets, or families ({', '.join(FAMILIES)})")
-        chosen += [n for n in names if n not in chosen]
-    return sorted(chosen, key=lambda m: ":" in m)
 
 
 def _default_profile(args: argparse.Namespace) -> tuple[profiles.Profile, str]:
@@ -148,7 +112,6 @@ class Benchmark:
     @classmethod
     def setup(cls, args: argparse.Namespace) -> "Benchmark":
         """Check everything a run needs before any training: data, folds, models, output folder."""
-        from features.zoo import list_classifiers
         from mcn.data.load import load_dataset
         from mcn.data.splits import make_folds
         from mcn.models import list_models
@@ -164,7 +127,7 @@ class Benchmark:
         if len(dataset) == 0:
             raise DataError(f"{args.data or dataset.root}: the data set holds no crystals")
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
-        models = resolve_models(args.models, profile, list(list_models()), list(list_classifiers()))
+        models = profiles.resolve_models(args.models, profile)
         if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
             print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
             models.insert(0, args.embedding_model)
@@ -243,7 +206,7 @@ class Benchmark:
         (self.reused if before == len(self.folds) else self.trained).append(model)
         if model == self.args.embedding_model:
             self._embeddings = fold_results
-        figures = write_figures(fold_results, self.dataset, folder / "figures")
+        figures = write_figures(fold_results, self.dataset, folder / "figures", progress=not self.args.quiet)
         first = fold_results[0]
         n = len(self.dataset)
         return {
@@ -345,7 +308,13 @@ class Benchmark:
         tags = self._tags(tracking, family=result["family"], feature_set=result["feature_set"],
                           model=result["model"], classifier=result.get("classifier"),
                           embedding_model=self.args.embedding_model if result["family"] == "classical" else None)
-        params = {k: result.get(k) for k in ("input_size", "hparams", "train_config", "n_features") if result.get(k)}
+        params = {"family": result["family"], "feature_set": result["feature_set"], "model": result["model"],
+                  **{k: result[k] for k in ("classifier", "input_size", "hparams", "train_config", "n_features")
+                     if result.get(k)}}
+        if result.get("classifier"):
+            from features.zoo import classifier_params
+
+            params["estimator"] = classifier_params(result["classifier"], self.args.seed)
         try:
             with tracking.start_run(result["model"], nested=True, tags=tags, params=params):
                 if result.get("error"):
@@ -403,6 +372,7 @@ class Benchmark:
             return None
         paths = write_tables(comparison, self.out)
         tracking.log_artifacts(list(paths.values()), "comparison")
+        tracking.log_table(comparison.table, "comparison/comparison_table.json")
         print()
         print(compact_markdown(comparison))
         print()

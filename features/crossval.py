@@ -8,6 +8,7 @@ stopping to spend the validation part on.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from typing import Callable, Sequence
@@ -21,10 +22,16 @@ from features.zoo import create_classifier
 from mcn.data.splits import Fold
 from mcn.metrics import classification_metrics
 
-OPENMP_THREADS = 1
-"""OpenMP threads for fitting and predicting (HistGradientBoosting has no n_jobs). OpenMP threads
-spin-wait: on a busy two-core machine two of them made a 60-crystal hist_gb fit take 14 s instead of
-0.5 s, and the data here is too small for a second thread to gain much when the machine is idle."""
+
+
+def thread_share(n_jobs: int) -> int:
+    """Threads each of `n_jobs` concurrent fits may use: the CPUs shared out, at least one.
+
+    OpenMP threads (XGBoost, HistGradientBoosting) spin-wait: more threads than free cores made a
+    60-crystal hist_gb fit take 14 s instead of 0.5 s on a busy two-core machine, so concurrent fits
+    never ask for more than their share.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, n_jobs))
 
 FoldFeatures = np.ndarray | Callable[[Fold], np.ndarray | tuple[np.ndarray, np.ndarray]]
 
@@ -35,8 +42,10 @@ def training_index(fold: Fold) -> np.ndarray:
 
 
 def fit_classifier(name: str, X_train: np.ndarray, y_train: np.ndarray, seed: int = 0,
-                   **params) -> tuple[Pipeline, np.ndarray]:
+                   n_threads: int | None = None, **params) -> tuple[Pipeline, np.ndarray]:
     """Fit `name` on the classes present; returns the pipeline and those classes (sorted).
+
+    n_threads: threads for the fit (default: every CPU, `thread_share(1)`).
 
     Labels are re-encoded to 0..k-1 because some models (XGBoost) refuse gaps in the labels.
     """
@@ -48,13 +57,15 @@ def fit_classifier(name: str, X_train: np.ndarray, y_train: np.ndarray, seed: in
     if len(classes) < 2:
         raise ValueError(f"{name}: the training part holds {len(classes)} class(es) "
                          f"({', '.join(map(str, classes)) or 'none'}); a classifier needs at least 2")
-    with threadpool_limits(OPENMP_THREADS, user_api="openmp"):
-        pipeline = create_classifier(name, seed, **params).fit(X_train, np.searchsorted(classes, y_train))
+    n_threads = n_threads or thread_share(1)
+    with threadpool_limits(n_threads, user_api="openmp"):
+        pipeline = create_classifier(name, seed, n_threads, **params).fit(X_train, np.searchsorted(classes, y_train))
     return pipeline, classes
 
 
 def fit_predict_proba(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-                      n_classes: int, seed: int = 0, **params) -> tuple[np.ndarray, float, float]:
+                      n_classes: int, seed: int = 0, n_threads: int | None = None,
+                      **params) -> tuple[np.ndarray, float, float]:
     """Fit on the training part, predict the test part: (probabilities, fit_seconds, predict_seconds).
 
     Probabilities have one column per class 0..n_classes-1; a class missing from the training part
@@ -67,14 +78,15 @@ def fit_predict_proba(name: str, X_train: np.ndarray, y_train: np.ndarray, X_tes
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test has {X_test.shape[1]} features, X_train {X_train.shape[1]}")
     started = time.perf_counter()
-    pipeline, classes = fit_classifier(name, X_train, labels, seed, **params)
+    n_threads = n_threads or thread_share(1)
+    pipeline, classes = fit_classifier(name, X_train, labels, seed, n_threads, **params)
     fit_seconds = time.perf_counter() - started
     missing = sorted(set(range(n_classes)) - set(classes.tolist()))
     if missing:
         warnings.warn(f"{name}: class(es) {missing} absent from the training part; they get probability 0",
                       stacklevel=2)
     started = time.perf_counter()
-    with threadpool_limits(OPENMP_THREADS, user_api="openmp"):
+    with threadpool_limits(n_threads, user_api="openmp"):
         present = pipeline.predict_proba(X_test)
     predict_seconds = time.perf_counter() - started
     probabilities = np.zeros((len(X_test), n_classes))
@@ -90,21 +102,22 @@ def cross_validate_classifier(name: str, X_for_fold: FoldFeatures, y: np.ndarray
     X_for_fold: the feature matrix of all crystals, or `fold -> matrix of all crystals` (e.g. fold
         k's CNN embeddings), or `fold -> (X_train, X_test)` with rows in `training_index(fold)` and
         `fold.test` order.
-    n_jobs: folds fitted at once in worker processes; joblib caps each worker's threads at
-        cores / n_jobs, so the results match a sequential run.
+    n_jobs: folds fitted at once in worker processes, each with its `thread_share` of the CPUs;
+        the results match a sequential run.
     """
     y = np.asarray(y)
     tasks = [(fold, *_fold_matrices(X_for_fold, fold, len(y))) for fold in folds]
+    n_jobs = max(1, min(n_jobs, len(tasks)))
     score = delayed(_score_fold)
-    return Parallel(n_jobs=max(1, min(n_jobs, len(tasks))))(
-        score(name, fold, X_train, X_test, y, class_names, seed, params) for fold, X_train, X_test in tasks)
+    return Parallel(n_jobs=n_jobs)(score(name, fold, X_train, X_test, y, class_names, seed, thread_share(n_jobs), params)
+                                   for fold, X_train, X_test in tasks)
 
 
 def _score_fold(name: str, fold: Fold, X_train: np.ndarray, X_test: np.ndarray, y: np.ndarray,
-                class_names: Sequence[str], seed: int, params: dict) -> dict:
+                class_names: Sequence[str], seed: int, n_threads: int, params: dict) -> dict:
     train = training_index(fold)
     probabilities, fit_seconds, predict_seconds = fit_predict_proba(
-        name, X_train, y[train], X_test, len(class_names), seed, **params)
+        name, X_train, y[train], X_test, len(class_names), seed, n_threads, **params)
     return {
         "fold": fold.index, "model": name, "n_train": len(train), "n_features": X_train.shape[1],
         "metrics": classification_metrics(y[fold.test], probabilities, class_names),

@@ -12,6 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 __version__ = "0.1.0"
 
+BACKENDS = ("torch", "tensorflow", "jax")
+"""The Keras backends the suite runs on; torch is the default."""
+
 
 def select_backend(name: str) -> None:
     """Set KERAS_BACKEND before keras is imported; refuse if keras already runs another backend.

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
@@ -295,8 +296,11 @@ def _examples(results, dataset) -> tuple[np.ndarray, np.ndarray]:
     return dataset.patches(first.input_size)[chosen], dataset.labels[chosen]
 
 
-def write_figures(results, dataset, figures_dir: str | Path) -> list[Path]:
-    """Every figure of a run; the scene overlay only for scene data sets (crops with bounding boxes)."""
+def write_figures(results, dataset, figures_dir: str | Path, progress: bool = True) -> list[Path]:
+    """Every figure of a run; the scene overlay only for scene data sets (crops with bounding boxes).
+
+    t-SNE and the saliency maps take seconds each, so a progress bar names the figure being drawn.
+    """
     import keras
 
     import mcn.models  # noqa: F401  (registers the custom layers needed to load the models)
@@ -305,25 +309,33 @@ def write_figures(results, dataset, figures_dir: str | Path) -> list[Path]:
     probabilities = out_of_fold(results, len(dataset))
     scored = np.flatnonzero(~np.isnan(probabilities[:, 0]))
     y, p, names = dataset.labels[scored], probabilities[scored], dataset.class_names
-    written = [plot_confusion(y, p, names, figures_dir / "confusion_matrix.png"),
-               plot_pr_curves(y, p, names, figures_dir / "precision_recall.png"),
-               plot_roc_curves(y, p, names, figures_dir / "roc.png"),
-               plot_training_curves([r.history for r in results], figures_dir / "training_curves.png"),
-               plot_tsne(results[0].embeddings, dataset.labels, names, figures_dir / "tsne.png",
-                         highlight=results[0].test_index)]
     model = keras.saving.load_model(results[0].model_path)
     examples, example_labels = _examples(results, dataset)
-    written.append(plot_activation_maps(model, examples, example_labels, names, figures_dir / "activation_maps.png"))
-    written.append(plot_saliency_maps(model, examples, example_labels, names, figures_dir / "saliency_maps.png"))
+    steps = {
+        "confusion_matrix": lambda path: plot_confusion(y, p, names, path),
+        "precision_recall": lambda path: plot_pr_curves(y, p, names, path),
+        "roc": lambda path: plot_roc_curves(y, p, names, path),
+        "training_curves": lambda path: plot_training_curves([r.history for r in results], path),
+        "tsne": lambda path: plot_tsne(results[0].embeddings, dataset.labels, names, path,
+                                       highlight=results[0].test_index),
+        "activation_maps": lambda path: plot_activation_maps(model, examples, example_labels, names, path),
+        "saliency_maps": lambda path: plot_saliency_maps(model, examples, example_labels, names, path),
+    }
     if dataset.root and (dataset.bboxes[scored] >= 0).all():
         predicted = np.full(len(dataset), -1)
         predicted[scored] = p.argmax(axis=1)
         busiest = pd.Series(dataset.image_ids[scored]).value_counts().index[0]
-        written.append(plot_scene_overlay(dataset, predicted, busiest, figures_dir / "scene_overlay.png"))
+        steps["scene_overlay"] = lambda path: plot_scene_overlay(dataset, predicted, busiest, path)
+    bar = tqdm(steps.items(), desc="figures", unit="figure", disable=not progress, leave=False)
+    written = []
+    for name, draw in bar:
+        bar.set_postfix_str(name)
+        written.append(draw(figures_dir / f"{name}.png"))
     return written
 
 
-def write_report(results, dataset, out_dir: str | Path, figures: bool = True) -> pd.DataFrame:
+def write_report(results, dataset, out_dir: str | Path, figures: bool = True,
+                 progress: bool = True) -> pd.DataFrame:
     """metrics.csv / metrics.json (per fold, mean, std), printed mean +- std, and every figure."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +349,7 @@ def write_report(results, dataset, out_dir: str | Path, figures: bool = True) ->
     write_text(out_dir / "metrics.json", json.dumps(record, indent=1))
     print(format_summary(table))
     if figures:
-        for path in write_figures(results, dataset, out_dir / "figures"):
+        for path in write_figures(results, dataset, out_dir / "figures", progress):
             print(f"wrote {path}")
     return table
 

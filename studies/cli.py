@@ -22,7 +22,6 @@ from studies import runs
 from studies.objectives import OBJECTIVE, StudyData
 from studies.study import DEFAULT_STORAGE
 
-BACKENDS = ("torch", "tensorflow", "jax")
 DEFAULT_ROOT = Path("mlruns") / "studies"
 
 
@@ -43,7 +42,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
                    help="studies folder: one subfolder per study, cached CNN embeddings (default: %(default)s)")
     p.add_argument("--tracking-uri", help=f"MLflow store (default: {tracking.DEFAULT_TRACKING_URI})")
-    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
+    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
                    help="Keras backend (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -48,6 +48,9 @@ def open_study(name: str, storage: str = DEFAULT_STORAGE, seed: int = 0,
     except Exception as exc:  # optuna and SQLAlchemy raise many types for a bad URL
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(f"cannot open Optuna storage {storage!r}: {reason}") from exc
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([TARGET_NAME])  # optuna-dashboard shows it instead of "Objective 0"
     study.sampler = sampler or optuna.samplers.TPESampler(seed=seed + len(study.trials))
     return study
 

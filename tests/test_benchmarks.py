@@ -108,12 +108,12 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
 def test_models_option_accepts_names_pairs_and_families():
     p = profiles.SMOKE
     cnns, clfs = list(profiles.CNN_MODELS), list(profiles.CLASSIFIERS)
-    assert run.resolve_models(None, p, cnns, clfs) == p.default_models()
-    assert run.resolve_models("xgboost:hybrid,vgg16", p, cnns, clfs) == ["vgg16", "xgboost:hybrid"]
-    assert run.resolve_models("knn", p, cnns, clfs) == ["knn:handcrafted", "knn:embedding", "knn:hybrid"]
-    assert run.resolve_models("handcrafted", p, cnns, clfs) == ["logreg:handcrafted", "knn:handcrafted"]
+    assert profiles.resolve_models(None, p, cnns, clfs) == p.default_models()
+    assert profiles.resolve_models("xgboost:hybrid,vgg16", p, cnns, clfs) == ["vgg16", "xgboost:hybrid"]
+    assert profiles.resolve_models("knn", p, cnns, clfs) == ["knn:handcrafted", "knn:embedding", "knn:hybrid"]
+    assert profiles.resolve_models("handcrafted", p, cnns, clfs) == ["logreg:handcrafted", "knn:handcrafted"]
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        run.resolve_models("nope", p, cnns, clfs)
+        profiles.resolve_models("nope", p, cnns, clfs)
 
 
 def test_default_profile_is_quick_without_a_gpu():
@@ -191,10 +191,18 @@ def test_smoke_run_tracks_every_model_with_metrics_and_artifacts(smoke, store):
     tables = {a.path for a in client.list_artifacts(parents[0].info.run_id, "comparison")}
     assert {"comparison/comparison.md", "comparison/comparison.csv", "comparison/comparison.tex",
             "comparison/comparison.png"} <= tables
+    assert "comparison/comparison_table.json" in tables  # an MLflow table: the UI sorts and compares it
+    import mlflow
     import pandas as pd
 
     rows = pd.read_csv(out / "comparison.csv")
     assert sorted(rows["model"]) == sorted(models) and rows["error"].isna().all()
+    # opens as model training, not in MLflow 3's GenAI view
+    assert mlflow.get_experiment_by_name("scenes").tags["mlflow.experimentKind"] == "custom_model_development"
+    # every classical row records its estimator's hyper-parameters, so the compare view lines them up
+    knn = by_name["knn:handcrafted"].data.params
+    assert knn["classifier"] == "knn" and knn["feature_set"] == "handcrafted" and knn["family"] == "classical"
+    assert knn["estimator.model__n_neighbors"] == "7" and "estimator.impute__strategy" in knn
 
 
 def test_second_run_resumes_instead_of_recomputing(smoke, store):

@@ -53,7 +53,8 @@ class CrystalDataset:
     touches_border: np.ndarray
     name: str = "dataset"
     root: str = ""
-    _patch_cache: dict = field(default_factory=dict, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False)
+    """Arrays computed once from the crystals: CNN patches per size, and the fingerprint."""
 
     def __post_init__(self) -> None:
         n = len(self.crops)
@@ -86,20 +87,11 @@ class CrystalDataset:
 
     def patches(self, size: int) -> np.ndarray:
         """Square CNN inputs, shape (n, size, size, 1), float32 in [0, 1]; cached per size."""
-        if size not in self._patch_cache:
-            self._patch_cache[size] = np.stack(
+        if size not in self._derived:
+            self._derived[size] = np.stack(
                 [square_resize(c, size) for c in self.crops]
             )[..., None].astype(np.float32) if len(self) else np.zeros((0, size, size, 1), np.float32)
-        return self._patch_cache[size]
-
-    def patch_masks(self, size: int) -> np.ndarray:
-        """Crystal masks matching `patches(size)`, shape (n, size, size), bool."""
-        key = ("mask", size)
-        if key not in self._patch_cache:
-            self._patch_cache[key] = np.stack(
-                [square_resize(m.astype(np.float32), size) > 0.5 for m in self.crop_masks]
-            ) if len(self) else np.zeros((0, size, size), bool)
-        return self._patch_cache[key]
+        return self._derived[size]
 
     def subset(self, index: np.ndarray) -> "CrystalDataset":
         """The crystals at `index` (ints or a boolean mask), class names kept."""
@@ -107,7 +99,7 @@ class CrystalDataset:
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "_patch_cache":
+            if f.name == "_derived":
                 continue
             if f.name in ("crops", "crop_masks"):
                 kwargs[f.name] = [value[i] for i in index]
@@ -122,9 +114,9 @@ class CrystalDataset:
 
         Cached like the patches: every fold of every model asks for it, and the crystals do not change.
         """
-        if "fingerprint" not in self._patch_cache:
-            self._patch_cache["fingerprint"] = self._hash()
-        return self._patch_cache["fingerprint"]
+        if "fingerprint" not in self._derived:
+            self._derived["fingerprint"] = self._hash()
+        return self._derived["fingerprint"]
 
     def _hash(self) -> str:
         h = hashlib.sha256()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from features.embeddings import FEATURE_SETS
@@ -75,6 +76,55 @@ class Profile:
     def digest(self) -> str:
         """Hash of every setting: results made under other numbers are never reused."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+FAMILIES = ("all", "cnn", "baselines", "classical")
+"""Group names `--models` accepts."""
+
+
+def model_kind(name: str) -> str:
+    """"classical" for CLASSIFIER:FEATURES names, "cnn" for registry names."""
+    return "classical" if ":" in name else "cnn"
+
+
+def resolve_models(spec: str | None, profile: Profile, cnns: Sequence[str] = CNN_MODELS,
+                   classifiers: Sequence[str] = CLASSIFIERS, kinds: Sequence[str] = ("cnn", "classical")) -> list[str]:
+    """The model names a `--models` value asks for, CNNs first, unknown names refused.
+
+    Without a value: the profile's models. `cnn`, `baselines` and `all` mean every registered CNN
+    (run at the profile's sizes), so `--profile quick --models all` is the whole zoo, small.
+    One grammar for every command that takes `--models`; `kinds` narrows it for a command that runs
+    only CNNs or only classical models (`all` then means all of that kind; other names are refused).
+    """
+    classical = [f"{c}:{f}" for c in profile.classifiers for f in profile.feature_sets]
+    if not spec:
+        return [m for m in profile.default_models() if model_kind(m) in kinds]
+    families = {"all": [*(cnns if "cnn" in kinds else []), *(classical if "classical" in kinds else [])],
+                "cnn": list(cnns),
+                "baselines": [m for m in cnns if m != "microcrystalnet"], "classical": classical}
+    chosen: list[str] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        clf, _, fs = item.partition(":")
+        if item in families:
+            names = families[item]
+        elif item in cnns:
+            names = [item]
+        elif item in classifiers:
+            names = [f"{item}:{f}" for f in FEATURE_SETS]
+        elif item in FEATURE_SETS:
+            names = [f"{c}:{item}" for c in profile.classifiers]
+        elif clf in classifiers and fs in FEATURE_SETS:
+            names = [item]
+        else:
+            raise ValueError(
+                f"unknown model {item!r}; choose CNNs ({', '.join(cnns)}), classifiers "
+                f"({', '.join(classifiers)}) optionally as CLASSIFIER:{'|'.join(FEATURE_SETS)}, "
+                f"feature sets, or families ({', '.join(FAMILIES)})")
+        chosen += [n for n in names if n not in chosen]
+    wrong = [m for m in chosen if model_kind(m) not in kinds]
+    if wrong:
+        raise ValueError(f"this command runs {' and '.join(kinds)} models only; got {', '.join(wrong)}")
+    return sorted(chosen, key=lambda m: ":" in m)
 
 
 PAPER = Profile(

@@ -26,6 +26,9 @@ import numpy as np
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 """Relative to the current directory: `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`."""
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3's UI opens untagged experiments in its GenAI view; this tag opens them as model training."""
+
 _PACKAGES = ("keras", "numpy", "scikit-learn", "scipy", "xgboost", "mlflow", "pandas")
 _BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib")}
 
@@ -54,13 +57,16 @@ def experiment_id(name: str, tracking_uri: str) -> str:
 
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
+        missing = {k: v for k, v in EXPERIMENT_TAGS.items() if found.tags.get(k) != v}
+        for key, value in missing.items():  # experiments made before the tag existed
+            mlflow.tracking.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     db = _sqlite_path(tracking_uri)
     location = None
     if db is not None:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         location = (db.parent.resolve() / "artifacts" / slug).as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 
 @lru_cache(maxsize=1)
@@ -163,6 +169,13 @@ def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
     for path in paths:
         if Path(path).is_file():
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_table(frame, artifact_file: str) -> None:
+    """A table as an MLflow table artifact of the active run (the UI shows, sorts and compares it)."""
+    import mlflow
+
+    mlflow.log_table(data=frame.astype(object).where(frame.notna(), None), artifact_file=artifact_file)
 
 
 def keras_pip_requirements(backend: str) -> list[str]:

@@ -1,0 +1,3 @@
+from mcn.train.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""`python -m mcn.train`: one CNN by grouped cross-validation (or the 80/10/10 holdout), with every
+figure of the paper."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import mcn
+from mcn.data.splits import make_folds
+from mcn.errors import DataError
+from mcn.train.config import OPTIMIZERS, TrainConfig
+from mcn.train.folds import ResumeError
+from mcn.train.protocol import cross_validate
+
+
+def parse_hparams(items: list[str]) -> dict:
+    """KEY=VALUE pairs; values are read as JSON when they parse (numbers, lists), else as text."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hparam expects KEY=VALUE; got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m mcn.train",
+        description="Train one CNN by grouped cross-validation (or the 80/10/10 holdout) on one data set, "
+                    "print per-fold and mean +- std metrics and write the figures.")
+    p.add_argument("--data", help="patch folder or scene folder (default: the cached synthetic data set)")
+    p.add_argument("--model", default="microcrystalnet", help="registry name (default: %(default)s)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--folds", type=int, default=5, help="grouped K-fold CV (default: %(default)s)")
+    split.add_argument("--holdout", action="store_true",
+                       help="one split instead of CV: a pre-split folder's own, else grouped 80/10/10")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--lr-patience", type=int, default=defaults.lr_patience)
+    p.add_argument("--patience", type=int, default=defaults.early_stopping_patience,
+                   help="early-stopping patience in epochs (default: %(default)s)")
+    p.add_argument("--no-balance", action="store_true", help="do not balance classes by rotated copies")
+    p.add_argument("--input-size", type=int, help="patch side in pixels (default: the model's)")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on training patches after training (short budgets)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="fixes folds, balancing and weights")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor argument, repeatable (values parsed as JSON when possible)")
+    p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
+    p.add_argument("--out", help="run folder (default: mlruns/train/<model>_<data set name>)")
+    p.add_argument("--backend", choices=mcn.BACKENDS,
+                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="retrain every fold, replacing saved ones")
+    p.add_argument("--no-report", action="store_true", help="skip the figures (metrics are still written)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        mcn.select_backend(args.backend)
+        from mcn.data.load import load_dataset
+        from mcn.data.patches import given_split
+        from mcn.evaluate import write_report
+        from mcn.models import list_models
+
+        if args.model not in list_models():
+            raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(list_models())}")
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             optimizer=args.optimizer, lr_patience=args.lr_patience,
+                             early_stopping_patience=args.patience, balance=not args.no_balance,
+                             input_size=args.input_size, recalibrate_bn=args.recalibrate_bn, seed=args.seed)
+        hparams = parse_hparams(args.hparam)
+        dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
+        published = given_split(dataset) if args.holdout else None
+        folds = [published] if published else make_folds(dataset, n_splits=args.folds, seed=args.seed,
+                                                         holdout=args.holdout)
+    except (DataError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    out_dir = Path(args.out or Path("mlruns") / "train" / f"{args.model}_{dataset.name}")
+    print(f"{dataset.name}: {len(dataset)} crystals {dataset.class_counts()}, {len(folds)} fold(s), "
+          f"{args.model} on {args.backend} -> {out_dir}")
+    try:
+        results = cross_validate(args.model, dataset, folds, config, hparams, out_dir,
+                                 resume=not args.overwrite, progress=not args.quiet)
+    except (DataError, ResumeError) as exc:
+        sys.exit(f"error: {exc}")
+    write_report(results, dataset, out_dir, figures=not args.no_report, progress=not args.quiet)
+    print(f"done: {out_dir}")
+

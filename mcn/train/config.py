@@ -1,0 +1,54 @@
+"""The training protocol's settings, defaults from the paper (section 4.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol; defaults are the paper's (4.3).
+
+    early_stopping_patience: the paper says "several epochs"; 10 lets the LR drop (patience 5) act
+        at least once before training stops.
+    momentum: used by the "sgd" optimizer only.
+    input_size: square patch side; None takes the model's default (`model_defaults(name)`).
+    recalibrate_bn: after training, re-estimate every BatchNorm's moving statistics on training
+        patches (`mcn.models.recalibrate_batchnorm`); not in the paper, for budgets of a few
+        hundred steps, after which the moving averages still weigh their initial values.
+    seed: fixes the folds, the balancing and the weights (fold k uses seed * 1000 + k).
+    progress: per-epoch tqdm bar; does not change results, so it is not part of the run hash.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    lr_factor: float = 0.1
+    lr_patience: int = 5
+    min_lr: float = 0.0
+    early_stopping_patience: int = 10
+    balance: bool = True
+    input_size: int | None = None
+    recalibrate_bn: bool = False
+    seed: int = 0
+    progress: bool = field(default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1; got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or not 0 < self.lr_factor < 1:
+            raise ValueError(f"need learning_rate > 0 and 0 < lr_factor < 1; got {self.learning_rate}, "
+                             f"{self.lr_factor}.")
+        if self.input_size is not None and self.input_size < 8:
+            raise ValueError(f"`input_size` must be >= 8 pixels; got {self.input_size}.")
+
+    def settings(self) -> dict:
+        """The fields that change results (everything but `progress`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare}

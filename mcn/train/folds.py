@@ -1,0 +1,149 @@
+"""Fold folders on disk: one trained fold as `fold_<k>/` (model.keras, result.json, arrays.npz).
+
+A fold is written into a temporary folder and renamed into place, so a fold folder is either complete
+or absent and an interrupted cross-validation resumes where it stopped. A fold folder records the
+hash of the run's settings, the data fingerprint and the split; resuming against different ones is
+refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mcn.data.splits import Fold
+from mcn.errors import DataError
+from mcn.files import atomic_path, write_text
+from mcn.train.config import TrainConfig
+
+RESULT_FILE = "result.json"
+ARRAYS_FILE = "arrays.npz"
+MODEL_FILE = "model.keras"
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+class ResumeError(ValueError):
+    """An existing fold folder was made with other settings or data; resuming would mix runs."""
+
+
+@dataclass
+class FoldResult:
+    """What one fold's training produced; `save`/`load` round-trip it through a folder.
+
+    test_index: indices into the data set of this fold's test crystals; y_true and probabilities
+        (float32, (n_test, n_classes)) follow that order.
+    embeddings: penultimate-layer features of EVERY crystal of the data set from this fold's model,
+        (n_crystals, d): classical models on embeddings train on fold k's training rows only.
+    history: per-epoch lists under HISTORY_KEYS (lr is the rate used during the epoch, seconds its
+        wall time); best_epoch indexes them (the weights kept).
+    seconds_per_epoch: median epoch wall time, so one-off compilation (jax/XLA) does not dominate;
+        train_seconds is the whole fit.
+    """
+
+    fold: int
+    model_name: str
+    test_index: np.ndarray
+    y_true: np.ndarray
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    seconds_per_epoch: float
+    train_seconds: float
+    inference_seconds_per_crystal: float
+    n_params: int
+    flops: int
+    model_path: str
+    backend: str
+    input_size: int
+    class_names: tuple[str, ...]
+    hparams: dict
+    config: dict
+    config_hash: str
+    data_fingerprint: str
+    split_hash: str
+
+    ARRAYS = ("test_index", "y_true", "probabilities", "embeddings")
+
+    def save(self, directory: str | Path) -> None:
+        """Write result.json and arrays.npz into `directory`, each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
+        model_path = Path(self.model_path)
+        record["model_path"] = model_path.name if model_path.parent == directory else str(model_path)
+        write_text(directory / RESULT_FILE, json.dumps(record, indent=1))
+        with atomic_path(directory / ARRAYS_FILE) as tmp:
+            np.savez(tmp, **{k: getattr(self, k) for k in self.ARRAYS})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FoldResult":
+        directory = Path(directory)
+        try:
+            record = json.loads((directory / RESULT_FILE).read_text())
+            with np.load(directory / ARRAYS_FILE) as arrays:
+                record.update({k: arrays[k] for k in cls.ARRAYS})
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{directory}: not a readable fold result ({exc})") from exc
+        record["class_names"] = tuple(record["class_names"])
+        record["model_path"] = str(directory / record["model_path"])
+        return cls(**record)
+
+
+def run_hash(model_name: str, config: TrainConfig, hparams: dict | None, backend: str) -> str:
+    """Hash of everything besides the data that decides a fold's result."""
+    text = json.dumps({"model": model_name, "hparams": hparams or {}, "config": config.settings(),
+                       "backend": backend}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_hash(fold: Fold) -> str:
+    """Hash of a fold's train/val/test indices, so a resumed fold is the same split."""
+    h = hashlib.sha256()
+    for part in (fold.train, fold.val, fold.test):
+        h.update(np.asarray(part, np.int64).tobytes() + b"|")
+    return h.hexdigest()[:16]
+
+
+def fold_dir(out_dir: str | Path, fold: int) -> Path:
+    return Path(out_dir) / f"fold_{fold}"
+
+
+def save_fold(result: FoldResult, model, target: Path) -> None:
+    """Write the fold into a temporary folder, then rename it to `target` (replacing an old one)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model.save(tmp / MODEL_FILE)
+        result.model_path = str(target / MODEL_FILE)
+        result.save(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_resumable(directory: Path, expected: dict[str, str]) -> None:
+    """Refuse to reuse a fold folder made with other settings, data or split."""
+    try:
+        record = json.loads((directory / RESULT_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{directory / RESULT_FILE}: unreadable fold result ({exc})") from exc
+    for key, what in (("config_hash", "model, settings or backend"), ("data_fingerprint", "data set"),
+                      ("split_hash", "split")):
+        if record.get(key) != expected[key]:
+            raise ResumeError(f"{directory}: was trained with a different {what} ({record.get(key)} != "
+                              f"{expected[key]}); use --overwrite (resume=False) to retrain, or another --out")
