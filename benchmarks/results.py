@@ -89,6 +89,12 @@ def load_result(out_dir: Path, model: str) -> dict | None:
 
 
 def load_results(out_dir: Path) -> list[dict]:
-    """Every stored model result under `out_dir`, in file-name order."""
+    """Every stored model result under `out_dir`, in file-name order.
+
+    Hidden files are skipped: they are temporary files of writes that were interrupted (SIGKILL,
+    power cut) or are still going on, never results.
+    """
     folder = Path(out_dir) / RESULTS_DIR
-    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return [read_json(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]

@@ -103,6 +103,18 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
     assert "| 1 | microcrystalnet |" in printed and "failed" in printed
 
 
+def test_leftover_temporary_files_are_not_results(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for r in (_fake_result("microcrystalnet", 0.9, rng), _fake_result("knn:hybrid", 0.7, rng)):
+        path = results_io.save_result(tmp_path, r)
+    folder = tmp_path / results_io.RESULTS_DIR
+    (folder / f".{path.stem}.tmp-4242-0a1b2c3d.json").write_text(path.read_text())  # complete, killed before rename
+    (folder / ".microcrystalnet.tmp-99.json").write_text('{"model": "microcr')     # half written
+    assert sorted(r["model"] for r in results_io.load_results(tmp_path)) == ["knn:hybrid", "microcrystalnet"]
+    table.main([str(tmp_path)])
+    assert (tmp_path / "comparison.csv").read_text().count("knn:hybrid") == 1
+
+
 # ---- model selection ---------------------------------------------------------------------------
 
 def test_models_option_accepts_names_pairs_and_families():
