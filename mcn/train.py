@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -33,7 +32,7 @@ from mcn.data.balance import apply_rotations, balance_by_rotation
 from mcn.data.splits import Fold, make_folds
 from mcn.errors import DataError
 from mcn.metrics import classification_metrics
-from mcn.files import atomic_path, write_text
+from mcn.files import atomic_dir, atomic_path, write_text
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 RESULT_FILE = "result.json"
@@ -139,8 +138,8 @@ class FoldResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         record = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
-        model_path = Path(self.model_path)
-        record["model_path"] = model_path.name if model_path.parent == directory else str(model_path)
+        # relative to the record, so a moved or copied fold folder loads its own model
+        record["model_path"] = os.path.relpath(self.model_path, directory) if self.model_path else ""
         write_text(directory / RESULT_FILE, json.dumps(record, indent=1))
         with atomic_path(directory / ARRAYS_FILE) as tmp:
             np.savez(tmp, **{k: getattr(self, k) for k in self.ARRAYS})
@@ -155,8 +154,22 @@ class FoldResult:
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{directory}: not a readable fold result ({exc})") from exc
         record["class_names"] = tuple(record["class_names"])
-        record["model_path"] = str(directory / record["model_path"])
+        record["model_path"] = _own_model(directory, record["model_path"])
         return cls(**record)
+
+
+def _own_model(directory: Path, stored: str) -> str:
+    """The fold's model file, inside its own folder ("" for a fold saved without its model).
+
+    Records made before paths were stored relative hold an absolute path to where the folder was
+    made; only its file name is used, so a moved or copied folder never loads another's model.
+    """
+    if not stored:
+        return ""
+    path = directory / Path(stored).name
+    if not path.is_file():
+        raise DataError(f"{directory}: its model file {path.name} is missing; the fold must be retrained")
+    return str(path)
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -310,22 +323,12 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
 
 
 def _save_fold(result: FoldResult, model, target: Path) -> None:
-    """Write the fold into a temporary folder, then rename it to `target` (replacing an old one)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    """Write the fold into a unique temporary folder, then rename it to `target` (replacing an old one)."""
+    with atomic_dir(target) as tmp:
         model.save(tmp / MODEL_FILE)
-        result.model_path = str(target / MODEL_FILE)
+        result.model_path = str(tmp / MODEL_FILE)
         result.save(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    result.model_path = str(target / MODEL_FILE)
 
 
 def _check_resumable(directory: Path, expected: dict[str, str]) -> None:
@@ -361,6 +364,9 @@ def cross_validate(model_name: str, dataset, folds: list[Fold], config: TrainCon
     config = replace(config, progress=progress)
     folders = {f.index: fold_dir(out_dir, f.index) for f in folds} if out_dir is not None else {}
     done = {k for k, d in folders.items() if resume and (d / RESULT_FILE).exists()}
+    for k in sorted(k for k in done if not (folders[k] / MODEL_FILE).is_file()):
+        tqdm.write(f"{folders[k]}: its model file is missing; retraining the fold")
+        done.discard(k)
     if done:
         expected = {"config_hash": run_hash(model_name, config, hparams, keras.backend.backend()),
                     "data_fingerprint": dataset.fingerprint()}

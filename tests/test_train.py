@@ -97,6 +97,18 @@ def test_resume_skips_completed_folds(run_dir, dataset, capsys):
     assert (fold_dir(run_dir, 1) / "model.keras").is_file() and len(redone) == 2
 
 
+def test_copied_run_folder_loads_its_own_models_never_the_original(run_dir, tmp_path):
+    from mcn.errors import DataError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert json.loads((fold_dir(copy, 0) / "result.json").read_text())["model_path"] == "model.keras"
+    assert FoldResult.load(fold_dir(copy, 0)).model_path == str(fold_dir(copy, 0) / "model.keras")
+    (fold_dir(copy, 1) / "model.keras").unlink()
+    with pytest.raises(DataError, match="fold_1: its model file model.keras is missing"):
+        FoldResult.load(fold_dir(copy, 1))  # refused, although the original's model still exists
+
+
 def test_resume_refuses_other_settings(run_dir, dataset):
     folds = make_folds(dataset, n_splits=2, seed=0)
     with pytest.raises(ResumeError, match="fold_0.*different model, settings or backend.*--overwrite"):
