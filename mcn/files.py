@@ -72,6 +72,20 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` (created) for the block; the kernel releases it when the
+    process ends, even by SIGKILL, so a crash never leaves a stale lock."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:

@@ -24,6 +24,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from mcn.files import file_lock
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 """Relative to the current directory: `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`."""
 
@@ -71,25 +73,12 @@ def configure(tracking_uri: str | None = None) -> str:
     db = _sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(db.with_name(db.name + ".lock")):
+        with file_lock(db.with_name(db.name + ".lock")):
             try:
                 mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # creates the tables
             except Exception as exc:  # noqa: BLE001 - SQLAlchemy and MLflow raise many types
                 raise StoreError(f"MLflow store {uri}: {str(exc).splitlines()[0] or type(exc).__name__}") from exc
     return uri
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive `flock` on `path` (created) for the block."""
-    import fcntl
-
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _sqlite_path(uri: str) -> Path | None:
