@@ -23,6 +23,7 @@ n_params, flops, seconds, figures, and folds: [{fold, metrics (mcn.metrics names
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from mcn.files import write_text
 
 RESULTS_DIR = "results"
 CONFIG_FILE = "config.json"
+OWN = (CONFIG_FILE, RESULTS_DIR, "cnn", "classical", "errors", "comparison.md", "comparison.csv", "comparison.tex",
+       "comparison.png", "critical_difference.png")
+"""Everything a benchmark writes in its folder: all that --overwrite may delete there."""
 
 
 def slug(model: str) -> str:
@@ -76,6 +80,20 @@ def result_path(out_dir: Path, model: str) -> Path:
     return Path(out_dir) / RESULTS_DIR / f"{slug(model)}.json"
 
 
+def relative_to_record(out_dir: Path, model: str, path: str | Path) -> str:
+    """`path` as stored in `model`'s record: relative to the record's folder, so a moved or copied
+    output folder resumes with its own files."""
+    return os.path.relpath(Path(path).resolve(), result_path(out_dir, model).parent.resolve())
+
+
+def resolve_from_record(out_dir: Path, model: str, stored: str) -> Path | None:
+    """The file a record's relative path names, or None when it is missing or lies outside
+    `out_dir` (an absolute path of an older record points at another folder's file)."""
+    out_dir = Path(out_dir).resolve()
+    path = (result_path(out_dir, model).parent / stored).resolve()
+    return path if path.is_file() and path.is_relative_to(out_dir) else None
+
+
 def save_result(out_dir: Path, result: dict) -> Path:
     path = result_path(out_dir, result["model"])
     write_json(path, result)
@@ -89,6 +107,12 @@ def load_result(out_dir: Path, model: str) -> dict | None:
 
 
 def load_results(out_dir: Path) -> list[dict]:
-    """Every stored model result under `out_dir`, in file-name order."""
+    """Every stored model result under `out_dir`, in file-name order.
+
+    Hidden files are skipped: they are temporary files of writes that were interrupted (SIGKILL,
+    power cut) or are still going on, never results.
+    """
     folder = Path(out_dir) / RESULTS_DIR
-    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return [read_json(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]

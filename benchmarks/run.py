@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -31,7 +30,10 @@ from mcn.experiment import profiles
 from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
 from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
-from mcn.errors import DataError
+from mcn.errors import DataError, exit_interrupted
+from mcn.experiment.tracking import StoreError
+from mcn import checks
+from mcn.files import remove_own
 
 
 
@@ -78,7 +80,14 @@ def main(argv: list[str] | None = None) -> None:
         bench = Benchmark.setup(args)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    failed = bench.run()
+    except KeyboardInterrupt:
+        exit_interrupted("before any model ran; nothing to resume")
+    try:
+        failed = bench.run()
+    except StoreError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        exit_interrupted(bench.saved_line())
     if failed:
         sys.exit(f"error: {len(failed)} model(s) failed: " + "; ".join(f"{m} ({e})" for m, e in failed.items()))
 
@@ -123,11 +132,15 @@ class Benchmark:
                              f"{', '.join(list_models())}")
         if args.data is not None and not Path(args.data).exists():
             raise DataError(f"{args.data}: no such data set folder")
+        _check_flags(args)
+        models = profiles.resolve_models(args.models, profile)
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         if len(dataset) == 0:
             raise DataError(f"{args.data or dataset.root}: the data set holds no crystals")
+        if len(np.unique(dataset.labels)) < 2:
+            raise DataError(f"{args.data or dataset.root}: every crystal is of one class "
+                            f"({dataset.class_counts()}); a classifier needs two classes at least")
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
-        models = profiles.resolve_models(args.models, profile)
         if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
             print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
             models.insert(0, args.embedding_model)
@@ -155,13 +168,20 @@ class Benchmark:
         with tracking.start_run(f"benchmark {self.profile.name} seed{self.args.seed}", experiment=experiment,
                                 tags=tags, params=params):
             for model in tqdm(self.models, desc="models", unit="model", disable=self.args.quiet):
-                result = self._run_model(model)
+                with tracking.during(model):
+                    result = self._run_model(model)
                 if result.get("error"):
                     self.failed[model] = result["error"]
                 self._log_model(tracking, result, uri)
             comparison = self._tables(tracking)
         self._summary(time.perf_counter() - start, comparison)
         return self.failed
+
+    def saved_line(self) -> str:
+        """What an interrupted run leaves: finished models, and how to resume."""
+        done = sum(bool(r) and not r.get("error") for r in (results_io.load_result(self.out, m) for m in self.models))
+        return (f"{done} of {len(self.models)} model(s) finished and saved in {self.out} (finished folds of the "
+                "others too); rerun the same command to resume")
 
     def _run_model(self, model: str) -> dict:
         stored = results_io.load_result(self.out, model)
@@ -218,7 +238,8 @@ class Benchmark:
                        "inference_seconds_per_crystal": r.inference_seconds_per_crystal,
                        "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
                        "seconds_per_epoch": r.seconds_per_epoch, "history": r.history,
-                       "model_path": r.model_path} for r in fold_results],
+                       "model_path": results_io.relative_to_record(self.out, model, r.model_path)}
+                      for r in fold_results],
         }
 
     def _embedding_folds(self) -> list:
@@ -353,7 +374,11 @@ class Benchmark:
         logged = result.setdefault("logged_models", {})
         best = max(result["folds"], key=lambda f: f["metrics"].get(self.args.rank_metric, -np.inf))
         if uri not in logged or result["model"] in self.trained:
-            model = keras.saving.load_model(best["model_path"], compile=False)
+            path = results_io.resolve_from_record(self.out, result["model"], best["model_path"])
+            if path is None:
+                tqdm.write(f"{result['model']}: fold {best['fold']}'s model file is not in {self.out}; not logged")
+                return
+            model = keras.saving.load_model(path, compile=False)
             logged[uri] = tracking.log_keras_model(model, "model", self.args.backend)
             results_io.save_result(self.out, result)
         mlflow.set_tags({"model_uri": logged[uri], "model_fold": str(best["fold"])})
@@ -392,14 +417,34 @@ class Benchmark:
         print(f"MLflow: mlflow ui --backend-store-uri {self.args.tracking_uri or 'sqlite:///mlruns/mlflow.db'}")
 
 
-def _claim(out: Path, config: dict, fresh: bool) -> None:
-    """Make `out` this configuration's folder: refuse a foreign folder; --overwrite empties our own."""
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse bad flags, an unusable --out and a read-only MLflow store before any data loads."""
+    from mcn.experiment import tracking
+
+    checks.seed(args.seed)
+    checks.at_least("--folds", args.folds, 2)
+    checks.jobs(args.jobs)
+    if args.out is not None:
+        checks.writable_folder(args.out)
+        checks.outside_data(args.out, args.data)
+    tracking.check_store(args.tracking_uri)
+
+
+def _claim(out: Path, config: dict, overwrite: bool) -> None:
+    """Make `out` this configuration's folder. A folder without the suite's config.json is refused
+    when it holds anything; --overwrite deletes only the suite's own entries (results_io.OWN)."""
     marker = out / results_io.CONFIG_FILE
+    checks.writable_folder(out)
     if out.is_dir() and any(out.iterdir()) and not marker.is_file():
-        raise ValueError(f"{out} is not empty and not a benchmark folder; choose another --out")
-    if fresh and marker.is_file():
-        shutil.rmtree(out)
-    results_io.check_config(out, config, fresh)
+        raise ValueError(f"{out} is not empty and holds no benchmark {results_io.CONFIG_FILE}; choose another --out")
+    if overwrite and marker.is_file():
+        removed = remove_own(out, results_io.OWN)
+        if removed:
+            print(f"--overwrite: removed {', '.join(p.name for p in removed)} from {out}")
+    try:
+        results_io.check_config(out, config, overwrite)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write ({exc.strerror or exc})") from exc
 
 
 if __name__ == "__main__":

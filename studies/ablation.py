@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from mcn.experiment.report import mean_std_columns, to_markdown  # noqa: E402
 from mcn.experiment.stats import summarize  # noqa: E402
 from mcn.experiment.stats import versus_best  # noqa: E402
-from mcn.errors import DataError  # noqa: E402
+from mcn.errors import DataError, exit_interrupted  # noqa: E402
 from studies import cli, objectives, runs, spaces  # noqa: E402
 from mcn.files import save_figure, write_text  # noqa: E402
 from studies.study import claim, open_study  # noqa: E402
@@ -89,11 +89,15 @@ def main(argv: list[str] | None = None) -> None:
             data.features("hybrid")  # handcrafted features and fold embeddings, once, before any trial
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        exit_interrupted("before the first variant; the embedding CNN's finished folds are kept; "
+                         "rerun the same command to resume")
     for name, grid in grids.items():
         try:
             table = run_ablation(name, grid, args, data)
         except KeyboardInterrupt:
-            sys.exit(f"interrupted during the {name} ablation; rerun the same command to resume")
+            exit_interrupted(f"during the {name} ablation; finished variants are stored in {args.storage}; "
+                             "rerun the same command to resume")
         except ValueError as exc:
             sys.exit(f"error: {exc}")
         print(f"\n{name} ablation ({data.dataset.name}, profile {data.profile.name}, {len(data.folds)} folds):")
@@ -107,7 +111,7 @@ def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyD
                                      f"seed{args.seed}")
     study = open_study(study_name, args.storage, args.seed,
                        sampler=optuna.samplers.GridSampler({"variant": list(grid)}, seed=args.seed),
-                       pruner=optuna.pruners.NopPruner())
+                       pruner=optuna.pruners.NopPruner(), heartbeat=args.heartbeat)
     claim(study, {**data.config(), "ablation": name})
     todo = _queue_missing(study, grid)
     out = args.out / study_name
@@ -121,7 +125,9 @@ def run_ablation(name: str, grid: dict[str, dict], args, data: objectives.StudyD
         write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         return [*paths, out / "trials.csv"]
 
-    cli.run_trials(study, args, data, _objective(name, grid, data, tags), len(todo), tags, params, write_outputs)
+    ran = cli.run_trials(study, args, data, _objective(name, grid, data, tags), len(todo), tags, params,
+                         write_outputs)
+    cli.check_outcome(ran)
     return table_of(study, grid, data.test_train_ratio())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -16,11 +17,12 @@ import optuna
 from tqdm.auto import tqdm
 
 import mcn
+from mcn import checks
 from mcn.experiment import tracking
 from mcn.experiment.profiles import PROFILES, get_profile
 from studies import runs
 from studies.objectives import OBJECTIVE, StudyData
-from studies.study import DEFAULT_STORAGE
+from studies.study import DEFAULT_STORAGE, HEARTBEAT_SECONDS, SPENT_STATES
 
 DEFAULT_ROOT = Path("mlruns") / "studies"
 
@@ -44,6 +46,9 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help=f"MLflow store (default: {tracking.DEFAULT_TRACKING_URI})")
     p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
                    help="Keras backend (default: %(default)s)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
+                   help="seconds between a worker's signs of life; a trial silent for 3 of them is taken as "
+                        "dead, marked failed and run again (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -53,6 +58,8 @@ def load(args: argparse.Namespace) -> StudyData:
     from mcn.train import parse_hparams
 
     mcn.select_backend(args.backend)  # before anything imports keras
+    checks.seed(args.seed)
+    checks.at_least("--heartbeat", args.heartbeat, 1)
     if args.folds < 2:
         raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
     if args.timeout is not None and args.timeout <= 0:
@@ -74,22 +81,24 @@ def study_tags(args: argparse.Namespace, data: StudyData, kind: str) -> dict[str
 
 def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, objective: Callable,
                n_trials: int, tags: dict[str, str], params: dict,
-               write_outputs: Callable[[], list[Path]], callbacks: tuple = ()) -> None:
-    """Run `n_trials` trials inside the study's MLflow parent run; the files are written in any case.
+               write_outputs: Callable[[], list[Path]], callbacks: tuple = ()) -> list[optuna.trial.FrozenTrial]:
+    """Run up to `n_trials` trials inside the study's MLflow parent run; the trials this call ran.
 
-    Failed trials (a ValueError such as a PCA dimension larger than the features, or an MLflow store
-    that is busy) are recorded and the study goes on; they rerun on resume. KeyboardInterrupt
-    propagates after the files are written.
+    The files are written in any case. Failed trials (a ValueError such as a PCA dimension larger
+    than the features, or an MLflow store that is busy) are recorded and the study goes on; they
+    rerun on resume. KeyboardInterrupt propagates after the files are written.
     """
     from mlflow.exceptions import MlflowException
 
     uri = tracking.configure(args.tracking_uri)
     experiment = tracking.experiment_id(f"{data.dataset.name} studies", uri)
+    ran: list[optuna.trial.FrozenTrial] = []
     with runs.study_run(study, args.storage, experiment, tags, params):
         try:
             if n_trials > 0:
                 study.optimize(objective, n_trials=n_trials, timeout=args.timeout, catch=(ValueError, MlflowException),
-                               callbacks=[*callbacks, print_trial], show_progress_bar=not args.quiet)
+                               callbacks=[*callbacks, print_trial, lambda _, trial: ran.append(trial)],
+                               show_progress_bar=not args.quiet)
         finally:
             paths = write_outputs()
             tracking.log_artifacts(paths, "study")
@@ -97,6 +106,14 @@ def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, o
             if complete:
                 tracking.log_metrics({f"best_{OBJECTIVE}": max(t.value for t in complete),
                                       "trials_complete": len(complete)})
+    return ran
+
+
+def check_outcome(ran: list[optuna.trial.FrozenTrial]) -> None:
+    """Exit non-zero when this invocation ran trials and every one of them failed."""
+    if ran and not any(t.state in SPENT_STATES for t in ran):
+        errors = {t.user_attrs.get("error", "see the log above") for t in ran}
+        sys.exit(f"error: all {len(ran)} trial(s) failed: {'; '.join(sorted(errors))[:2000]}")
 
 
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

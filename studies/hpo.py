@@ -3,8 +3,8 @@
 Objective: mean macro-F1 over grouped CV folds made once per study (see `studies.objectives`),
 reported fold by fold so a MedianPruner stops bad trials early. The study lives in an Optuna RDB
 storage (SQLite by default), so rerunning the same command resumes it, trial numbers continuing;
-`--trials` is the study's total budget of completed and pruned trials, `--timeout` a per-invocation
-limit. Each trial is an MLflow run nested under the study's run. Files land in --out/<study name>/:
+`--trials` is the study's total budget of completed and pruned trials across every worker, `--timeout`
+a per-invocation limit. Each trial is an MLflow run nested under the study's run. Files land in --out/<study name>/:
 best_params.json, trials.csv, optimization_history.png, param_importances.png.
 """
 
@@ -15,9 +15,10 @@ from collections import Counter
 
 import optuna
 
-from mcn.errors import DataError
+from mcn.errors import DataError, exit_interrupted
+from mcn.experiment.tracking import StoreError
 from studies import cli, objectives, runs, spaces
-from studies.study import claim, finished_trials, open_study, spent_trials, write_study_outputs
+from studies.study import budget_callback, claim, finished_trials, open_study, spent_trials, write_study_outputs
 
 DEFAULT_TRIALS = 20
 
@@ -44,30 +45,36 @@ def main(argv: list[str] | None = None) -> None:
         space, feature_set = _space(args)
         data = cli.load(args)
         name = args.study_name or _study_name(args, data, feature_set)
-        study = open_study(name, args.storage, args.seed)
+        study = open_study(name, args.storage, args.seed, heartbeat=args.heartbeat)
         claim(study, {**data.config(), "model": args.model, "feature_set": feature_set,
                       "objective": objectives.OBJECTIVE})
         if feature_set:
             data.features(feature_set)  # embeddings trained (or loaded) once, before the first trial
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        exit_interrupted("before the first trial; the embedding CNN's finished folds are kept; "
+                         "rerun the same command to resume")
     todo = max(args.trials - spent_trials(study), 0)
     out = args.out / name
     print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
     objective = _objective(args.model, feature_set, space, data, tags)
-    budget = optuna.study.MaxTrialsCallback(args.trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                optuna.trial.TrialState.PRUNED))
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
               "space": {k: repr(v) for k, v in space.items()}}
     try:
-        cli.run_trials(study, args, data, objective, todo, tags, params,
-                       lambda: write_study_outputs(study, out), callbacks=(budget,))
+        ran = cli.run_trials(study, args, data, objective, todo, tags, params,
+                             lambda: write_study_outputs(study, out), callbacks=(budget_callback(args.trials),))
+    except StoreError as exc:
+        sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
-        sys.exit(f"interrupted: {spent_trials(study)} trial(s) finished; files in {out}; "
-                 "rerun the same command to resume")
+        exit_interrupted(f"{spent_trials(study)} trial(s) of study {name!r} finished and stored in {args.storage} "
+                         f"(files in {out}); rerun the same command to resume")
     _summary(study, out, args.storage)
+    cli.check_outcome(ran)
+    if not finished_trials(study):
+        sys.exit(f"error: study {name!r} has no completed trial")
 
 
 def _space(args) -> tuple[dict, str | None]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping
 
 import optuna
+from tqdm.auto import tqdm
 
 from mcn.experiment import tracking
 
@@ -23,12 +24,48 @@ def study_key(study: optuna.Study, storage: str) -> str:
     return hashlib.sha256(f"{storage}|{study.study_name}".encode()).hexdigest()[:16]
 
 
-def _find_parent(experiment: str, key: str) -> str | None:
+def _parent(experiment: str, key: str, tags: Mapping[str, str], params: Mapping[str, object],
+            name: str) -> tuple[str, bool]:
+    """The study's parent run id, and whether this call created it.
+
+    Two workers starting together may both create one; both then keep the earliest and the other
+    is deleted, so a study has one parent run on any MLflow store without a lock.
+    """
     import mlflow
 
-    found = mlflow.search_runs([experiment], filter_string=f"tags.{STUDY_KEY_TAG} = '{key}'",
-                               max_results=1, output_format="list")
-    return found[0].info.run_id if found else None
+    def found() -> list:
+        return mlflow.search_runs([experiment], filter_string=f"tags.{STUDY_KEY_TAG} = '{key}'",
+                                  order_by=["attributes.start_time ASC"], output_format="list")
+
+    existing = found()
+    if existing:
+        return existing[0].info.run_id, False
+    client = mlflow.tracking.MlflowClient()
+    mine = client.create_run(experiment, run_name=name, tags={**tags, STUDY_KEY_TAG: key, "optuna_study": name})
+    client.log_batch(mine.info.run_id, params=[mlflow.entities.Param(k, v)
+                                              for k, v in tracking.flatten_params(params).items()])
+    first = sorted(found(), key=lambda r: (r.info.start_time, r.info.run_id))[0].info.run_id
+    if first != mine.info.run_id:
+        client.delete_run(mine.info.run_id)
+    return first, first == mine.info.run_id
+
+
+def close_stale_trial_runs(study: optuna.Study, parent: str) -> int:
+    """Mark KILLED the trial runs left RUNNING by a dead worker (their Optuna trial failed on its
+    heartbeat); returns how many."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    failed = {str(t.number) for t in study.trials if t.state == optuna.trial.TrialState.FAIL}
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+    stale = [r for r in runs if r.data.tags.get("optuna_trial") in failed]
+    for r in stale:
+        client.set_tag(r.info.run_id, tracking.END_REASON_TAG,
+                       "worker stopped without ending the trial (no heartbeat); Optuna marked it FAIL and queued it again")
+        client.set_tag(r.info.run_id, "optuna_state", "FAIL")
+        client.set_terminated(r.info.run_id, "KILLED")
+    return len(stale)
 
 
 @contextmanager
@@ -36,28 +73,19 @@ def study_run(study: optuna.Study, storage: str, experiment: str, tags: Mapping[
               params: Mapping[str, object]) -> Iterator:
     """The study's parent run: reopened when it exists, else created with `tags` and `params`.
 
-    Parameters are logged once, at creation (MLflow refuses to change them); an interrupted study
-    ends its run as KILLED, a finished invocation as FINISHED.
+    Parameters are logged once, at creation (MLflow refuses to change them). The run ends FINISHED,
+    or KILLED (Ctrl-C) / FAILED with an `end_reason` tag naming the trial; trial runs a dead worker
+    left RUNNING are closed as KILLED when the study is next opened.
     """
     import mlflow
 
-    key = study_key(study, storage)
-    run_id = _find_parent(experiment, key)
-    if run_id is None:
-        run = mlflow.start_run(run_name=study.study_name, experiment_id=experiment,
-                               tags={**tags, STUDY_KEY_TAG: key, "optuna_study": study.study_name})
-        mlflow.log_params(tracking.flatten_params(params))
-    else:
-        run = mlflow.start_run(run_id=run_id)
-    status = "FAILED"
-    try:
+    run_id, _ = _parent(experiment, study_key(study, storage), tags, params, study.study_name)
+    run = mlflow.start_run(run_id=run_id)
+    with tracking.ending(study.study_name):
+        stale = close_stale_trial_runs(study, run_id)
+        if stale:
+            tqdm.write(f"MLflow: {stale} trial run(s) of a stopped worker marked KILLED")
         yield run
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        mlflow.end_run(status)
 
 
 @contextmanager

@@ -1,9 +1,12 @@
 """What every study shares: persistent, resumable Optuna storage and the files a study leaves.
 
-Storage is any Optuna RDB URL (a SQLite file by default), opened with `load_if_exists`, so a study
-interrupted at trial 7 resumes at trial 8 and several machines can work on one study. The sampler's
-seed is offset by the trials already stored, so a resumed seeded study does not replay the
-suggestions it already tried.
+Storage is any Optuna RDB URL (a SQLite file by default, PostgreSQL for several machines), opened
+with `load_if_exists`, so a study interrupted at trial 7 resumes at trial 8 and several workers can
+work on one study. Workers send a heartbeat; a trial whose worker died (SIGKILL, a lost machine)
+is marked FAIL once its heartbeat is older than the grace period, and queued to run again.
+Sampling is reproducible per trial: trial n draws from (seed, n), so one worker repeats its
+suggestions exactly from `--seed`, and workers running at once never share a random stream
+(TPE's constant liar also keeps them off the points other workers are running).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import optuna  # noqa: E402
 
-from mcn.files import save_figure, write_text  # noqa: E402
+from mcn.files import file_lock, save_figure, write_text  # noqa: E402
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 """Relative to the current directory: `optuna-dashboard sqlite:///mlruns/optuna.db`."""
@@ -31,27 +35,67 @@ class StudyError(ValueError):
     """A study cannot be opened or run as asked; the message says why in one line."""
 
 
+HEARTBEAT_SECONDS = 60
+"""How often a worker tells the storage its trial is alive; a trial silent for GRACE_FACTOR times
+that is taken as dead (`--heartbeat` changes it)."""
+GRACE_FACTOR = 3
+
+
+class TrialSeededTPESampler(optuna.samplers.TPESampler):
+    """TPE whose random draws for trial n come from (seed, n) instead of one stream per process.
+
+    One worker gets the same suggestions from the same seed on every run and on resume; two
+    workers seeded alike never replay each other's stream (trial numbers are unique in a study).
+    """
+
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = int(np.random.SeedSequence([self._base_seed, trial.number]).generate_state(1)[0])
+        self._rng.rng.seed(state)
+        self._random_sampler._rng.rng.seed(state)
+        super().before_trial(study, trial)
+
+
+def storage_for(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats: a dead worker's trial is failed and queued once more.
+
+    A new SQLite file gets its tables under a lock file beside it (two workers creating them at
+    once would collide) and waits for a busy database instead of failing at once.
+    """
+    kwargs = dict(heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
+                  heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        with file_lock(url.removeprefix("sqlite:///") + ".lock"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **kwargs)
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
 def open_study(name: str, storage: str = DEFAULT_STORAGE, seed: int = 0,
                sampler: optuna.samplers.BaseSampler | None = None,
-               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create or resume the study `name` (maximising) in `storage`.
+               pruner: optuna.pruners.BasePruner | None = None,
+               heartbeat: int = HEARTBEAT_SECONDS) -> optuna.Study:
+    """Create or resume the study `name` (maximising) in `storage`; fail the trials of dead workers.
 
     Only the default store's folder (mlruns/) is created; a user's SQLite path must lie in an
     existing folder, so a typo fails here instead of scattering databases.
     """
     _check_sqlite_folder(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed by the caller
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                    load_if_exists=True, pruner=pruner or optuna.pruners.MedianPruner(
-                                        n_startup_trials=3, n_warmup_steps=1))
+        study = optuna.create_study(study_name=name, storage=storage_for(storage, heartbeat), direction="maximize",
+                                    load_if_exists=True, sampler=sampler or TrialSeededTPESampler(seed=seed),
+                                    pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
     except Exception as exc:  # optuna and SQLAlchemy raise many types for a bad URL
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(f"cannot open Optuna storage {storage!r}: {reason}") from exc
     with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([TARGET_NAME])  # optuna-dashboard shows it instead of "Objective 0"
-    study.sampler = sampler or optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    optuna.storages.fail_stale_trials(study)
     return study
 
 
@@ -86,10 +130,19 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+SPENT_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+"""Trials that count against a `--trials` budget; failed ones are run again."""
+
+
 def spent_trials(study: optuna.Study) -> int:
     """Trials that count against a `--trials` budget: completed and pruned ones."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(t.state in states for t in study.trials)
+    return sum(t.state in SPENT_STATES for t in study.trials)
+
+
+def budget_callback(n_trials: int) -> optuna.study.MaxTrialsCallback:
+    """Stop a worker once the study's completed, pruned and running trials reach `n_trials`:
+    counting the trials other workers are running keeps several workers within one total."""
+    return optuna.study.MaxTrialsCallback(n_trials, states=(*SPENT_STATES, optuna.trial.TrialState.RUNNING))
 
 
 def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -101,6 +102,18 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
     for name in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.png", "critical_difference.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| 1 | microcrystalnet |" in printed and "failed" in printed
+
+
+def test_leftover_temporary_files_are_not_results(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for r in (_fake_result("microcrystalnet", 0.9, rng), _fake_result("knn:hybrid", 0.7, rng)):
+        path = results_io.save_result(tmp_path, r)
+    folder = tmp_path / results_io.RESULTS_DIR
+    (folder / f".{path.stem}.tmp-4242-0a1b2c3d.json").write_text(path.read_text())  # complete, killed before rename
+    (folder / ".microcrystalnet.tmp-99.json").write_text('{"model": "microcr')     # half written
+    assert sorted(r["model"] for r in results_io.load_results(tmp_path)) == ["knn:hybrid", "microcrystalnet"]
+    table.main([str(tmp_path)])
+    assert (tmp_path / "comparison.csv").read_text().count("knn:hybrid") == 1
 
 
 # ---- model selection ---------------------------------------------------------------------------
@@ -216,6 +229,18 @@ def test_second_run_resumes_instead_of_recomputing(smoke, store):
     assert len(parents) == 2
 
 
+def test_moved_results_name_their_own_model_files(smoke, tmp_path):
+    import shutil
+
+    _, out, _ = smoke
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    record = results_io.load_result(moved, "microcrystalnet")
+    for fold in record["folds"]:
+        found = results_io.resolve_from_record(moved, "microcrystalnet", fold["model_path"])
+        assert found == (moved / "cnn" / "microcrystalnet" / f"fold_{fold['fold']}" / "model.keras").resolve()
+
+
 def test_other_configuration_in_the_same_folder_is_refused(smoke):
     argv, _, _ = smoke
     with pytest.raises(SystemExit) as exc:
@@ -268,3 +293,105 @@ def test_bad_path_or_empty_data_set_is_a_one_line_error(tmp_path, make):
         _run(["--data", str(make(tmp_path)), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
     message = str(exc.value.code)
     assert message.startswith("error: ") and "\n" not in message and str(tmp_path) in message
+
+
+# ---- data safety, interruption and early refusal (issue 12) -----------------------------------
+
+CLASSICAL = ["--models", "logreg:handcrafted,knn:handcrafted"]
+
+
+def test_overwrite_deletes_only_the_suites_own_files_even_through_a_symlink(scenes, store, tmp_path):
+    real = tmp_path / "real"
+    argv = ["--data", str(scenes), "--tracking-uri", store, *CLASSICAL, *SMOKE_ARGS]
+    _run([*argv, "--out", str(real)])
+    (real / "notes.txt").write_text("mine")
+    (real / "my_scans").mkdir()
+    (real / "my_scans" / "scan.tif").write_text("mine too")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    printed = _run([*argv, "--out", str(link), "--overwrite"])
+    assert "2 model(s) computed" in printed
+    assert (real / "notes.txt").read_text() == "mine" and (real / "my_scans" / "scan.tif").read_text() == "mine too"
+    assert results_io.load_result(real, "knn:handcrafted")["error"] is None
+
+
+def test_ctrl_c_saves_what_finished_says_how_to_resume_and_marks_the_run_killed(scenes, store, tmp_path,
+                                                                                monkeypatch, capsys):
+    import features.crossval
+
+    original = features.crossval.cross_validate_classifier
+
+    def interrupted(name, *args, **kwargs):
+        if name == "knn":
+            raise KeyboardInterrupt
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(features.crossval, "cross_validate_classifier", interrupted)
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(SystemExit) as exc:
+            _run(["--data", str(scenes), "--out", str(out), "--tracking-uri", store, *CLASSICAL, *SMOKE_ARGS])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
+    assert exc.value.code == 130
+    line = capsys.readouterr().err.strip()
+    assert line == (f"interrupted: 1 of 2 model(s) finished and saved in {out} (finished folds of the others "
+                    "too); rerun the same command to resume")
+    assert results_io.load_result(out, "logreg:handcrafted")["error"] is None
+    killed = [r for r in _runs(store, "scenes") if r.info.status == "KILLED"]
+    by_name = {r.info.run_name: r for r in killed}
+    assert set(by_name) == {"benchmark smoke seed0"}
+    assert by_name["benchmark smoke seed0"].data.tags["end_reason"] == "interrupted (Ctrl-C) during knn:handcrafted"
+
+
+@pytest.fixture(scope="module")
+def one_class(scenes, tmp_path_factory):
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("oneclass") / "scenes"
+    shutil.copytree(scenes, root)
+    crystals = pd.read_csv(root / "crystals.csv")
+    crystals["label"] = "RES"
+    crystals.to_csv(root / "crystals.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be an integer >= 0; got -1"),
+    (["--folds", "1"], "--folds must be >= 2; got 1"),
+    (["--jobs", "0"], "--jobs must be >= 1 (or -1: every CPU); got 0"),
+    (["--models", "microcrystalnet,nope"], "unknown model 'nope'"),
+    (["--out", "{file}"], "--out {file}: is a file, not a folder"),
+    (["--out", "{data}/results"], "--out {data}/results: lies inside the data set folder {data}"),
+])
+def test_bad_flags_are_refused_in_one_line_before_any_data_loads(patch_folder, tmp_path, monkeypatch, flags,
+                                                                 message):
+    import mcn.data.load
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the flags were checked")
+
+    monkeypatch.setattr(mcn.data.load, "load_dataset", no_loading)
+    (tmp_path / "file").write_text("a file")
+    fill = {"file": tmp_path / "file", "data": patch_folder}
+    flags = [f.format(**fill) for f in flags]
+    if "--out" not in flags:
+        flags += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        _run(["--data", str(patch_folder), *SMOKE_ARGS, *flags])
+    assert str(exc.value.code).startswith("error: ") and message.format(**fill) in str(exc.value.code)
+    assert "\n" not in str(exc.value.code)
+
+
+def test_one_class_data_set_is_refused_before_training(one_class, tmp_path, monkeypatch):
+    import features.crossval
+    import mcn.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model trained on one class")
+
+    monkeypatch.setattr(mcn.train, "cross_validate", no_training)
+    monkeypatch.setattr(features.crossval, "cross_validate_classifier", no_training)
+    with pytest.raises(SystemExit) as exc:
+        _run(["--data", str(one_class), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
+    assert "every crystal is of one class" in str(exc.value.code) and str(one_class) in str(exc.value.code)

@@ -80,20 +80,105 @@ def test_hpo_resumes_with_trial_numbers_continuing_and_trials_nested_in_mlflow(s
     assert children["metrics.f1_macro"].notna().any()
 
 
-def test_interrupted_trial_fails_and_the_study_resumes(stores, common, monkeypatch):
+def test_interrupted_trial_fails_and_the_study_resumes(stores, common, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     argv = ["--model", "knn", "--study-name", "interrupted", "--trials", "1", *common]
     monkeypatch.setattr(objectives, "score_classifier", interrupt)
-    with pytest.raises(SystemExit, match="interrupted.*rerun the same command"):
-        hpo.main(argv)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            hpo.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: 0 trial(s) of study 'interrupted' finished and stored in {stores['optuna']} "
+        f"(files in {stores['out'] / 'interrupted'}); rerun the same command to resume")
+    runs = _mlflow_runs(stores)
+    parent = runs[runs["tags.optuna_study"] == "interrupted"]
+    assert parent.status.tolist() == ["KILLED"]
+    assert parent["tags.end_reason"].tolist() == ["interrupted (Ctrl-C) during trial 0"]
     monkeypatch.undo()
     hpo.main(argv)
     states = [(t.number, t.state) for t in _study(stores, "interrupted").trials]
     assert states == [(0, optuna.trial.TrialState.FAIL), (1, optuna.trial.TrialState.COMPLETE)]
     runs = _mlflow_runs(stores)
     assert runs[runs["tags.optuna_study"] == "interrupted"].status.tolist() == ["FINISHED"]
+
+
+def test_hpo_exits_non_zero_when_every_trial_failed(stores, common, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("broken objective")
+
+    monkeypatch.setattr(objectives, "score_classifier", broken)
+    with pytest.raises(SystemExit) as exc:
+        hpo.main(["--model", "knn", "--study-name", "all-failed", "--trials", "2", *common])
+    assert str(exc.value.code) == "error: all 2 trial(s) failed: ValueError: broken objective"
+
+
+def test_a_dead_workers_trial_is_failed_rerun_and_its_mlflow_run_killed(stores, common):
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    argv = ["--model", "logreg", "--study-name", "dead-worker", "--heartbeat", "1", *common]
+    hpo.main([*argv, "--trials", "1"])
+    study = _study(stores, "dead-worker")
+    trial = study.ask({"C": optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)})  # a worker starts ...
+    study._storage.record_heartbeat(trial._trial_id)                                       # ... and is SIGKILLed
+    runs = _mlflow_runs(stores)
+    parent = runs[runs["tags.optuna_study"] == "dead-worker"].run_id.iloc[0]
+    client = MlflowClient()
+    orphan = client.create_run(runs[runs.run_id == parent].experiment_id.iloc[0], run_name="trial 1",
+                               tags={"mlflow.parentRunId": parent, "optuna_trial": "1"}).info.run_id
+    time.sleep(3.5)  # three missed heartbeats
+    hpo.main([*argv, "--trials", "2"])
+    trials = _study(stores, "dead-worker").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[2].params == trials[1].params and trials[2].system_attrs["failed_trial"] == 1
+    run = client.get_run(orphan)
+    assert run.info.status == "KILLED" and "no heartbeat" in run.data.tags["end_reason"]
+
+
+WORKER = """
+import sys
+from studies import hpo
+hpo.main(sys.argv[1:])
+"""
+
+
+def test_two_workers_share_one_study_without_duplicates_or_extra_trials(tiny_scene_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    argv = ["--model", "logreg", "--study-name", "shared", "--trials", "6", "--profile", "smoke", "--data",
+            str(tiny_scene_dir), "--folds", "2", "--quiet", "--storage", f"sqlite:///{tmp_path}/optuna.db",
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "out")]
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, *argv], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert [t.number for t in trials] == list(range(6)) and all(t.state.is_finished() for t in trials)
+    assert len({t.params["C"] for t in trials}) == 6  # no two workers proposed the same point
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert (runs["tags.optuna_study"] == "shared").sum() == 1  # one parent run for both workers
+    assert sorted(runs["tags.optuna_trial"].dropna().astype(int)) == list(range(6))
+
+
+def test_one_worker_repeats_its_suggestions_from_the_seed():
+    from studies.study import TrialSeededTPESampler
+
+    def suggestions():
+        study = optuna.create_study(sampler=TrialSeededTPESampler(seed=3))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=12)
+        return [t.params["x"] for t in study.trials]
+
+    assert suggestions() == suggestions() and len(set(suggestions())) == 12
 
 
 def test_microcrystalnet_trial_searches_the_named_parameters(stores, common):

@@ -88,6 +88,27 @@ def test_refuses_non_empty_folder(small, tmp_path, capsys):
     assert "wrote 1 images" in capsys.readouterr().out
 
 
+def test_overwrite_refuses_a_folder_holding_files_the_generator_did_not_write(tmp_path):
+    small = ["--n-images", "1", "--image-size", "128"]
+    user = tmp_path / "user"
+    (user / "images").mkdir(parents=True)
+    (user / "images" / "my_real_scan.tif").write_text("a real scan")
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(user), *small, "--overwrite"])
+    assert "not written by the generator" in str(exc.value.code) and "\n" not in str(exc.value.code)
+    assert (user / "images" / "my_real_scan.tif").read_text() == "a real scan"
+
+    own = tmp_path / "own"
+    main(["--out", str(own), *small])
+    (own / "images" / "my_real_scan.tif").write_text("added by hand")
+    with pytest.raises(SystemExit, match="my_real_scan.tif: not written by the generator"):
+        main(["--out", str(own), *small, "--seed", "1", "--overwrite"])
+    assert (own / "images" / "my_real_scan.tif").read_text() == "added by hand"
+    (own / "images" / "my_real_scan.tif").unlink()
+    main(["--out", str(own), *small, "--seed", "1", "--overwrite"])  # its own outputs: replaced
+    assert json.loads((own / "synthetic.json").read_text())["seed"] == 1
+
+
 @pytest.mark.parametrize("knobs, message", [
     ({"label_noise": 1.5}, "label_noise"),
     ({"rounding": (0.3, 0.1)}, "rounding"),

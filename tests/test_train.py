@@ -97,6 +97,18 @@ def test_resume_skips_completed_folds(run_dir, dataset, capsys):
     assert (fold_dir(run_dir, 1) / "model.keras").is_file() and len(redone) == 2
 
 
+def test_copied_run_folder_loads_its_own_models_never_the_original(run_dir, tmp_path):
+    from mcn.errors import DataError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert json.loads((fold_dir(copy, 0) / "result.json").read_text())["model_path"] == "model.keras"
+    assert FoldResult.load(fold_dir(copy, 0)).model_path == str(fold_dir(copy, 0) / "model.keras")
+    (fold_dir(copy, 1) / "model.keras").unlink()
+    with pytest.raises(DataError, match="fold_1: its model file model.keras is missing"):
+        FoldResult.load(fold_dir(copy, 1))  # refused, although the original's model still exists
+
+
 def test_resume_refuses_other_settings(run_dir, dataset):
     folds = make_folds(dataset, n_splits=2, seed=0)
     with pytest.raises(ResumeError, match="fold_0.*different model, settings or backend.*--overwrite"):
@@ -146,3 +158,41 @@ def test_command_rejects_bad_path_in_one_line(tmp_path):
     message = str(exit_info.value.code)
     assert message.startswith("error: ") and "missing" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hparam", "nonsense=1"], "error: --hparam nonsense: not an argument of microcrystalnet"),
+    (["--seed", "-1"], "error: --seed must be an integer >= 0; got -1"),
+    (["--folds", "1"], "error: --folds must be >= 2; got 1"),
+    (["--out", "{file}"], "error: --out {file}: is a file, not a folder"),
+])
+def test_command_refuses_bad_flags_in_one_line_before_loading_data(scenes, tmp_path, monkeypatch, flags, message):
+    import mcn.data.load
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the flags were checked")
+
+    monkeypatch.setattr(mcn.data.load, "load_dataset", no_loading)
+    (tmp_path / "file").write_text("a file")
+    flags = [f.format(file=tmp_path / "file") for f in flags]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(scenes), *flags])
+    assert str(exit_info.value.code).startswith(message.format(file=tmp_path / "file"))
+    assert "\n" not in str(exit_info.value.code)
+
+
+def test_ctrl_c_says_what_was_saved_and_exits_130(scenes, tmp_path, monkeypatch, capsys):
+    import mcn.train.protocol
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mcn.train.protocol, "train_fold", interrupted)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--data", str(scenes), "--folds", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted: 0 of 2 fold(s) saved in {tmp_path / 'run'}; "
+                                               "rerun the same command to resume")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import tifffile
 from PIL import Image
 
 from mcn.errors import DataError
+from mcn.files import atomic_path
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -97,15 +97,11 @@ def write_image(path: str | Path, array: np.ndarray, pixel_size_nm: float | None
                          f"use one of {', '.join(IMAGE_SUFFIXES)}")
     if pixel_size_nm is not None and suffix not in TIFF_SUFFIXES:
         raise ValueError(f"{path}: the pixel size can only be recorded in a TIFF file")
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         if suffix in TIFF_SUFFIXES:
             _write_tiff(tmp, array, pixel_size_nm)
         else:
             Image.fromarray(array).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_tiff(path: Path, array: np.ndarray, pixel_size_nm: float | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import subprocess
 import time
@@ -23,6 +24,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from mcn.files import file_lock
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 """Relative to the current directory: `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`."""
 
@@ -33,17 +36,51 @@ _PACKAGES = ("keras", "numpy", "scikit-learn", "scipy", "xgboost", "mlflow", "pa
 _BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib")}
 
 
+class StoreError(ValueError):
+    """The MLflow store cannot be used (read-only, unreachable); the message names it in one line."""
+
+
+def check_store(tracking_uri: str | None = None) -> None:
+    """Refuse a SQLite store that cannot be written, before any work is done (mlflow not imported).
+
+    SQLite writes a journal beside the database, so its folder must be writable too.
+    """
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    db = _sqlite_path(uri)
+    if db is None:
+        return
+    if db.exists() and not db.is_file():
+        raise StoreError(f"MLflow store {uri}: {db} is not a file")
+    folder = db.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)) or (db.exists() and not os.access(db, os.W_OK)):
+        raise StoreError(f"MLflow store {uri}: {db if db.exists() else folder} is read-only")
+
+
 def configure(tracking_uri: str | None = None) -> str:
-    """Point MLflow at `tracking_uri` (default: the suite's sqlite store), creating its folder."""
+    """Point MLflow at `tracking_uri` (default: the suite's SQLite store) and make sure it is ready.
+
+    A new SQLite store gets its tables on first use; two processes doing that at once corrupt it
+    ("table _alembic_tmp_... already exists"), so the first use happens under a lock file beside
+    the database (`flock`, released when the process ends, even by SIGKILL). Server and other SQL
+    stores create their schema themselves.
+    """
     import mlflow
 
     uri = tracking_uri or DEFAULT_TRACKING_URI
-    db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+    check_store(uri)
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)  # schema-creation chatter on first use
     mlflow.set_tracking_uri(uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(db.with_name(db.name + ".lock")):
+            try:
+                mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)  # creates the tables
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy and MLflow raise many types
+                raise StoreError(f"MLflow store {uri}: {str(exc).splitlines()[0] or type(exc).__name__}") from exc
     return uri
 
 
@@ -52,8 +89,12 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def experiment_id(name: str, tracking_uri: str) -> str:
-    """Id of the experiment `name`, created on first use with its artifacts beside a sqlite store."""
+    """Id of the experiment `name`, created on first use with its artifacts beside a sqlite store.
+
+    Two processes may create it at the same moment: the loser finds the winner's.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -66,7 +107,13 @@ def experiment_id(name: str, tracking_uri: str) -> str:
     if db is not None:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         location = (db.parent.resolve() / "artifacts" / slug).as_uri()
-    return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+    try:
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+    except MlflowException:  # another process created it first
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 @lru_cache(maxsize=1)
@@ -119,22 +166,78 @@ def flatten_params(params: Mapping[str, object], prefix: str = "") -> dict[str, 
     return flat
 
 
+END_REASON_TAG = "end_reason"
+"""Tag saying why a run ended KILLED or FAILED (which model or trial was interrupted, the error)."""
+
+
 @contextmanager
 def start_run(run_name: str, *, experiment: str | None = None, nested: bool = False,
               tags: Mapping[str, str] | None = None, params: Mapping[str, object] | None = None) -> Iterator:
     """An MLflow run (nested under the active one if asked), with tags and flattened params.
 
     A nested run goes in its parent's experiment (MLflow would otherwise file it under "Default").
+    Ctrl-C ends the run KILLED, an error FAILED, each with an `end_reason` tag naming the innermost
+    run that was interrupted or the error, so a parent run says which model or trial stopped.
     """
     import mlflow
 
     if experiment is None and mlflow.active_run() is not None:
         experiment = mlflow.active_run().info.experiment_id
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment, nested=nested,
-                          tags=dict(tags or {})) as run:
+    run = mlflow.start_run(run_name=run_name, experiment_id=experiment, nested=nested, tags=dict(tags or {}))
+    with ending(run_name):
         if params:
             mlflow.log_params(flatten_params(params))
         yield run
+
+
+@contextmanager
+def ending(run_name: str) -> Iterator[None]:
+    """End the active run when the block ends: FINISHED, or KILLED / FAILED with the reason as a tag."""
+    import mlflow
+
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except BaseException as exc:
+        where = getattr(exc, "mcn_run", None) or run_name
+        try:
+            exc.mcn_run = where  # an enclosing run names the innermost one too
+        except AttributeError:
+            pass
+        if isinstance(exc, KeyboardInterrupt):
+            status = "KILLED"
+            _tag_quietly(f"interrupted (Ctrl-C) during {where}")
+        else:
+            _tag_quietly(f"failed during {where}: " + f"{type(exc).__name__}: {exc}".splitlines()[0][:4000])
+        raise
+    finally:
+        mlflow.end_run(status)
+
+
+@contextmanager
+def during(what: str) -> Iterator[None]:
+    """Name a step of the active run (a model, a trial) so that, if it is interrupted or fails
+    outside a run of its own, the enclosing run's `end_reason` still says which one it was."""
+    try:
+        yield
+    except BaseException as exc:
+        if getattr(exc, "mcn_run", None) is None:
+            try:
+                exc.mcn_run = what
+            except AttributeError:
+                pass
+        raise
+
+
+def _tag_quietly(reason: str) -> None:
+    """Set the end reason; a store that fails now must not hide the original exception."""
+    import mlflow
+
+    try:
+        mlflow.set_tag(END_REASON_TAG, reason)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _finite(values: Mapping[str, float]) -> dict[str, float]:

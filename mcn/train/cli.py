@@ -11,9 +11,10 @@ from pathlib import Path
 
 import mcn
 from mcn.data.splits import make_folds
-from mcn.errors import DataError
+from mcn import checks
+from mcn.errors import DataError, exit_interrupted
 from mcn.train.config import OPTIMIZERS, TrainConfig
-from mcn.train.folds import ResumeError
+from mcn.train.folds import RESULT_FILE, ResumeError, fold_dir
 from mcn.train.protocol import cross_validate
 
 
@@ -74,21 +75,32 @@ def main(argv: list[str] | None = None) -> None:
         from mcn.data.load import load_dataset
         from mcn.data.patches import given_split
         from mcn.evaluate import write_report
-        from mcn.models import list_models
+        from mcn.models import list_models, model_defaults
 
         if args.model not in list_models():
             raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(list_models())}")
+        checks.seed(args.seed)
+        checks.at_least("--folds", None if args.holdout else args.folds, 2)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                              optimizer=args.optimizer, lr_patience=args.lr_patience,
                              early_stopping_patience=args.patience, balance=not args.no_balance,
                              input_size=args.input_size, recalibrate_bn=args.recalibrate_bn, seed=args.seed)
         hparams = parse_hparams(args.hparam)
+        unknown = sorted(set(hparams) - set(model_defaults(args.model).hparams))
+        if unknown:
+            raise ValueError(f"--hparam {unknown[0]}: not an argument of {args.model}; it takes "
+                             f"{', '.join(sorted(model_defaults(args.model).hparams))}")
+        if args.out is not None:
+            checks.writable_folder(args.out)
+            checks.outside_data(args.out, args.data)
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         published = given_split(dataset) if args.holdout else None
         folds = [published] if published else make_folds(dataset, n_splits=args.folds, seed=args.seed,
                                                          holdout=args.holdout)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        exit_interrupted("before training; nothing to resume")
     out_dir = Path(args.out or Path("mlruns") / "train" / f"{args.model}_{dataset.name}")
     print(f"{dataset.name}: {len(dataset)} crystals {dataset.class_counts()}, {len(folds)} fold(s), "
           f"{args.model} on {args.backend} -> {out_dir}")
@@ -97,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
                                  resume=not args.overwrite, progress=not args.quiet)
     except (DataError, ResumeError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        done = sum((fold_dir(out_dir, f.index) / RESULT_FILE).is_file() for f in folds)
+        exit_interrupted(f"{done} of {len(folds)} fold(s) saved in {out_dir}; rerun the same command to resume")
     write_report(results, dataset, out_dir, figures=not args.no_report, progress=not args.quiet)
     print(f"done: {out_dir}")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from mcn.data.splits import Fold
 from mcn.errors import DataError
-from mcn.files import atomic_path, write_text
+from mcn.files import atomic_dir, atomic_path, write_text
 from mcn.train.config import TrainConfig
 
 RESULT_FILE = "result.json"
@@ -78,8 +77,8 @@ class FoldResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         record = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
-        model_path = Path(self.model_path)
-        record["model_path"] = model_path.name if model_path.parent == directory else str(model_path)
+        # relative to the record, so a moved or copied fold folder loads its own model
+        record["model_path"] = os.path.relpath(self.model_path, directory) if self.model_path else ""
         write_text(directory / RESULT_FILE, json.dumps(record, indent=1))
         with atomic_path(directory / ARRAYS_FILE) as tmp:
             np.savez(tmp, **{k: getattr(self, k) for k in self.ARRAYS})
@@ -94,8 +93,22 @@ class FoldResult:
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{directory}: not a readable fold result ({exc})") from exc
         record["class_names"] = tuple(record["class_names"])
-        record["model_path"] = str(directory / record["model_path"])
+        record["model_path"] = _own_model(directory, record["model_path"])
         return cls(**record)
+
+
+def _own_model(directory: Path, stored: str) -> str:
+    """The fold's model file, inside its own folder ("" for a fold saved without its model).
+
+    Records made before paths were stored relative hold an absolute path to where the folder was
+    made; only its file name is used, so a moved or copied folder never loads another's model.
+    """
+    if not stored:
+        return ""
+    path = directory / Path(stored).name
+    if not path.is_file():
+        raise DataError(f"{directory}: its model file {path.name} is missing; the fold must be retrained")
+    return str(path)
 
 
 def run_hash(model_name: str, config: TrainConfig, hparams: dict | None, backend: str) -> str:
@@ -118,22 +131,12 @@ def fold_dir(out_dir: str | Path, fold: int) -> Path:
 
 
 def save_fold(result: FoldResult, model, target: Path) -> None:
-    """Write the fold into a temporary folder, then rename it to `target` (replacing an old one)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    """Write the fold into a unique temporary folder, then rename it to `target` (replacing an old one)."""
+    with atomic_dir(target) as tmp:
         model.save(tmp / MODEL_FILE)
-        result.model_path = str(target / MODEL_FILE)
+        result.model_path = str(tmp / MODEL_FILE)
         result.save(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    result.model_path = str(target / MODEL_FILE)
 
 
 def check_resumable(directory: Path, expected: dict[str, str]) -> None:

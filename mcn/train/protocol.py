@@ -21,7 +21,7 @@ from mcn.data.balance import apply_rotations, balance_by_rotation
 from mcn.data.splits import Fold
 from mcn.metrics import classification_metrics
 from mcn.train.config import TrainConfig
-from mcn.train.folds import (HISTORY_KEYS, RESULT_FILE, FoldResult, check_resumable, fold_dir, run_hash,
+from mcn.train.folds import (HISTORY_KEYS, MODEL_FILE, RESULT_FILE, FoldResult, check_resumable, fold_dir, run_hash,
                              save_fold, split_hash)
 
 
@@ -176,6 +176,9 @@ def cross_validate(model_name: str, dataset, folds: list[Fold], config: TrainCon
     config = replace(config, progress=progress)
     folders = {f.index: fold_dir(out_dir, f.index) for f in folds} if out_dir is not None else {}
     done = {k for k, d in folders.items() if resume and (d / RESULT_FILE).exists()}
+    for k in sorted(k for k in done if not (folders[k] / MODEL_FILE).is_file()):
+        tqdm.write(f"{folders[k]}: its model file is missing; retraining the fold")
+        done.discard(k)
     if done:
         expected = {"config_hash": run_hash(model_name, config, hparams, keras.backend.backend()),
                     "data_fingerprint": dataset.fingerprint()}

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mcn.data.dataset import square_resize
 from mcn.data.io import write_image
+from mcn.files import remove_own
 from mcn.data.synthetic.config import CLASSES, SceneConfig
 from mcn.data.synthetic.scene import RenderedScene, draw_samples, render_scene
 
@@ -77,8 +78,10 @@ def generate(out_dir: str | Path, n_images: int = 48, image_size: int = 1024, pi
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: exists and is not a folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: folder is not empty; choose another or pass overwrite=True (--overwrite)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir}: folder is not empty; choose another or pass overwrite=True (--overwrite)")
+        _check_own(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -171,6 +174,27 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _check_own(out_dir: Path) -> None:
+    """Refuse to overwrite outputs the generator did not write: its names in a folder without its
+    synthetic.json, or images/ and masks/ holding files other than the images its images.csv lists."""
+    present = [name for name in OUTPUTS if (out_dir / name).exists() or (out_dir / name).is_symlink()]
+    if not present:
+        return
+    if not (out_dir / "synthetic.json").is_file() or not (out_dir / "images.csv").is_file():
+        raise FileExistsError(f"{out_dir}: holds {', '.join(present)} but was not written by the generator "
+                              "(no synthetic.json, images.csv); refusing to overwrite them: choose another --out")
+    with open(out_dir / "images.csv", newline="") as handle:
+        own = {f"{row['image_id']}.tif" for row in csv.DictReader(handle)}
+    for folder in ("images", "masks"):
+        path = out_dir / folder
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise FileExistsError(f"{path}: not the generator's folder; refusing to overwrite it")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in own) if path.is_dir() else []
+        if foreign:
+            raise FileExistsError(f"{path / foreign[0]}: not written by the generator ({len(foreign)} such "
+                                  "file(s)); refusing to overwrite the folder: move them or choose another --out")
+
+
 def _install(tmp: Path, out_dir: Path) -> None:
     """Move the finished outputs into `out_dir` (a fresh folder is renamed in one step)."""
     if not out_dir.exists() or not any(out_dir.iterdir()):
@@ -178,11 +202,9 @@ def _install(tmp: Path, out_dir: Path) -> None:
             out_dir.rmdir()
         os.replace(tmp, out_dir)
         return
+    remove_own(out_dir, [name for name in OUTPUTS if (out_dir / name).is_dir()])  # checked by _check_own
     for name in OUTPUTS:
-        old = out_dir / name
-        if old.is_dir():
-            shutil.rmtree(old)
-        os.replace(tmp / name, old)
+        os.replace(tmp / name, out_dir / name)
 
 
 def _collect_examples(scene: RenderedScene, examples: dict[str, list]) -> None:
