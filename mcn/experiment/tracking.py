@@ -14,17 +14,15 @@ import logging
 import math
 import os
 import re
-import subprocess
 import time
 from contextlib import contextmanager
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
 
 from mcn.files import file_lock
+from mcn.versions import BACKEND_PACKAGES, code_version, package_versions
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 """Relative to the current directory: `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`."""
@@ -32,8 +30,6 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 """MLflow 3's UI opens untagged experiments in its GenAI view; this tag opens them as model training."""
 
-_PACKAGES = ("keras", "numpy", "scikit-learn", "scipy", "xgboost", "mlflow", "pandas")
-_BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib")}
 
 
 class StoreError(ValueError):
@@ -114,35 +110,6 @@ def experiment_id(name: str, tracking_uri: str) -> str:
         if found is None:
             raise
         return found.experiment_id
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """`git describe` of the suite's checkout (with `-dirty`), else the installed package version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    import mcn
-
-    return f"mcn-{mcn.__version__}"
-
-
-@lru_cache(maxsize=4)
-def package_versions(backend: str | None = None) -> dict[str, str]:
-    """Installed versions of the packages a result depends on (the backend's included)."""
-    names = [*_PACKAGES, *_BACKEND_PACKAGES.get(backend or "", ())]
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def run_tags(*, backend: str, seed: int, data_fingerprint: str, **extra: object) -> dict[str, str]:
@@ -284,7 +251,7 @@ def log_table(frame, artifact_file: str) -> None:
 def keras_pip_requirements(backend: str) -> list[str]:
     """Pinned requirements to serve a Keras model: stated, because inferring them costs seconds."""
     versions = package_versions(backend)
-    names = ["keras", "numpy", *_BACKEND_PACKAGES.get(backend, ())]
+    names = ["keras", "numpy", *BACKEND_PACKAGES.get(backend, ())]
     return [f"{n}=={versions[n]}" for n in names if n in versions]
 
 
