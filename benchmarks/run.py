@@ -30,7 +30,10 @@ import mcn
 from mcn.experiment import profiles
 from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
+from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text
+from mcn.metrics import METRICS_VERSION
+from features.handcrafted import SIZE_FEATURES
+from mcn.data.splits import GROUPINGS
 from mcn.errors import DataError
 
 BACKENDS = ("torch", "tensorflow", "jax")
@@ -51,15 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "set (handcrafted, embedding, hybrid), or a family (all, cnn, baselines: every "
                         "registered CNN; classical); default: the profile's models")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
+    p.add_argument("--group-by", choices=GROUPINGS,
+                   help="cross-validation group: rock sample or source image (default: sample where the data "
+                        "records enough samples, else image; the command says which and why)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="repeated grouped CV, each repeat with its own fold seed (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
     p.add_argument("--profile", choices=tuple(profiles.PROFILES),
                    help="compute budget (default: paper on a GPU, quick otherwise)")
     p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
                    help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
+    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
+                   help="crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm where every "
+                        "crystal has a pixel size, px where none has (default: %(default)s)")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
     p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
                    help="metric that ranks models and drives the tests (default: %(default)s)")
+    p.add_argument("--rope", type=float, default=DEFAULT_ROPE,
+                   help="region of practical equivalence of the Bayesian correlated t-test, in units of the "
+                        "rank metric (default: %(default)s)")
     p.add_argument("--out", type=Path,
                    help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
     p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
@@ -148,11 +162,14 @@ class Benchmark:
     @classmethod
     def setup(cls, args: argparse.Namespace) -> "Benchmark":
         """Check everything a run needs before any training: data, folds, models, output folder."""
+        from features.handcrafted import resolve_size_features
         from features.zoo import list_classifiers
         from mcn.data.load import load_dataset
-        from mcn.data.splits import make_folds
+        from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
         from mcn.models import list_models
 
+        if args.rope < 0:
+            raise ValueError(f"--rope must be >= 0; got {args.rope}")
         profile, reason = _default_profile(args)
         print(f"profile: {profile.name} ({reason}): {profile.description}")
         if args.embedding_model not in list_models():
@@ -163,7 +180,11 @@ class Benchmark:
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         if len(dataset) == 0:
             raise DataError(f"{args.data or dataset.root}: the data set holds no crystals")
-        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+        group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
+        print(f"folds: {describe_grouping(group_by)} ({why})")
+        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by, repeats=args.repeats)
+        size_features, why = resolve_size_features(dataset, args.size_features)
+        print(f"size features: {size_features} ({why})")
         models = resolve_models(args.models, profile, list(list_models()), list(list_classifiers()))
         if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
             print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
@@ -171,10 +192,12 @@ class Benchmark:
         out = args.out or Path("mlruns") / "benchmark" / f"{dataset.name}-{profile.name}-seed{args.seed}"
         config = {"data_fingerprint": dataset.fingerprint(), "data_name": dataset.name,
                   "profile": profile.name, "profile_digest": profile.digest(), "seed": args.seed,
-                  "folds": args.folds, "embedding_model": args.embedding_model, "backend": args.backend}
+                  "folds": args.folds, "group_by": group_by, "repeats": args.repeats, "size_features": size_features,
+                  "metrics_version": METRICS_VERSION, "embedding_model": args.embedding_model,
+                  "backend": args.backend}
         _claim(out, config, args.overwrite)
         print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
-              f"{config['data_fingerprint']}); {len(folds)} grouped folds, seed {args.seed}; "
+              f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} repeat(s), seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
         return cls(args, dataset, folds, profile, models, out, config)
 
@@ -271,10 +294,10 @@ class Benchmark:
     def _handcrafted_features(self) -> tuple[np.ndarray, float]:
         """Handcrafted features of every crystal (computed once) and their seconds per crystal."""
         if self._handcrafted is None:
-            from features.morphometry import handcrafted_features
+            from features.handcrafted import handcrafted_features
 
             start = time.perf_counter()
-            table = handcrafted_features(self.dataset, n_jobs=self.args.jobs)
+            table = handcrafted_features(self.dataset, self.config["size_features"], n_jobs=self.args.jobs)
             self._handcrafted = table.to_numpy(np.float64), (time.perf_counter() - start) / len(self.dataset)
         return self._handcrafted
 
@@ -338,7 +361,8 @@ class Benchmark:
     def _tags(self, tracking, **extra) -> dict[str, str]:
         return tracking.run_tags(backend=self.args.backend, seed=self.args.seed,
                                  data_fingerprint=self.config["data_fingerprint"], profile=self.profile.name,
-                                 data_name=self.dataset.name, folds=self.args.folds, **extra)
+                                 data_name=self.dataset.name, folds=self.args.folds,
+                                 group_by=self.config["group_by"], repeats=self.args.repeats, **extra)
 
     def _log_model(self, tracking, result: dict, uri: str) -> None:
         """A child run per model (fold mean and std), a nested run per fold (CNN epoch curves)."""
@@ -393,11 +417,11 @@ class Benchmark:
 
     def _tables(self, tracking):
         """Write, log and print the comparison of this invocation's models; None if there is none."""
-        from mcn.experiment.report import compact_markdown, write_tables
+        from mcn.experiment.report import caption, compact_markdown, write_tables
 
         stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
         try:
-            comparison = compare(stored, self.args.rank_metric)
+            comparison = compare(stored, self.args.rank_metric, self.args.rope, protocol_text(self.config))
         except ValueError as exc:
             tqdm.write(f"no comparison table: {exc}")
             return None
@@ -406,6 +430,7 @@ class Benchmark:
         print()
         print(compact_markdown(comparison))
         print()
+        print(caption(comparison))
         print("\n".join(comparison.notes))
         print(f"full table: {paths['markdown']} (also .csv, .tex, .png)")
         return comparison

@@ -44,21 +44,30 @@ class StudyData:
     root: Path
     hparams: dict = field(default_factory=dict)
     fingerprint: str = ""
+    group_by: str = "image"
+    group_reason: str = ""
+    size_features: str = "none"
     _handcrafted: np.ndarray | None = None
     _embeddings: dict[int, np.ndarray] | None = None
 
     @classmethod
     def load(cls, data: str | None, n_folds: int, seed: int, profile: Profile, root: Path,
-             hparams: dict | None = None) -> "StudyData":
+             hparams: dict | None = None, group_by: str | None = None,
+             size_features: str = "auto") -> "StudyData":
         """Load the data set (None: the default synthetic one) and make its grouped folds."""
         from mcn.data.load import load_dataset
-        from mcn.data.splits import make_folds
+        from mcn.data.splits import make_folds, resolve_grouping
 
         dataset = load_dataset(data)
         if len(dataset) == 0:
             raise DataError(f"{data or dataset.root}: the data set holds no crystals")
-        folds = make_folds(dataset, n_splits=n_folds, seed=seed)
-        return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint())
+        from features.handcrafted import resolve_size_features
+
+        group_by, why = resolve_grouping(dataset, n_folds, group_by)
+        folds = make_folds(dataset, n_splits=n_folds, seed=seed, group_by=group_by)
+        size_features = resolve_size_features(dataset, size_features)[0]
+        return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint(),
+                   group_by, why, size_features)
 
     def test_train_ratio(self) -> float:
         """n_test / n_train averaged over the folds, for the corrected resampled t-test."""
@@ -68,7 +77,8 @@ class StudyData:
     def config(self) -> dict:
         """The settings a study's scores depend on (stored with the study, checked on resume)."""
         return {"data_fingerprint": self.fingerprint, "data_name": self.dataset.name,
-                "folds": len(self.folds), "seed": self.seed, "profile": self.profile.name,
+                "folds": len(self.folds), "group_by": self.group_by,
+                "size_features": self.size_features, "seed": self.seed, "profile": self.profile.name,
                 "profile_digest": self.profile.digest(), "hparams": {k: str(v) for k, v in self.hparams.items()}}
 
     def train_config(self, overrides: dict | None = None):
@@ -85,19 +95,20 @@ class StudyData:
     def handcrafted(self) -> np.ndarray:
         """Handcrafted features of every crystal (measured once per study)."""
         if self._handcrafted is None:
-            from features.morphometry import handcrafted_features
+            from features.handcrafted import handcrafted_features
 
-            self._handcrafted = handcrafted_features(self.dataset).to_numpy(np.float64)
+            self._handcrafted = handcrafted_features(self.dataset, self.size_features).to_numpy(np.float64)
         return self._handcrafted
 
     def embedding_dir(self) -> Path:
         """Where the embedding CNN's folds are kept: one folder per data set, folds and settings."""
         import keras
 
+        from mcn.data.splits import folds_hash
         from mcn.train import run_hash
 
         key = run_hash(CNN, self.train_config(), self.model_hparams(), keras.backend.backend())
-        return self.root / "embeddings" / f"{self.dataset.name}-{len(self.folds)}fold-{key}"
+        return self.root / "embeddings" / f"{self.dataset.name}-{len(self.folds)}fold-{folds_hash(self.folds)}-{key}"
 
     def fold_embeddings(self) -> dict[int, np.ndarray]:
         """Fold k's MicroCrystalNet embeddings of every crystal; trained once, resumed from disk."""

@@ -97,10 +97,57 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
     assert set(rows.index) == {r["model"] for r in found}
     assert rows.loc["microcrystalnet", "rank"] == 1 and np.isnan(rows.loc["microcrystalnet", "p_vs_best"])
     assert rows.loc["vgg16", "p_vs_best"] < 0.05 and rows.loc["densenet121", "error"] == "ValueError: x"
-    assert comparison.friedman is not None and len(comparison.friedman_models) == 3
-    for name in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.png", "critical_difference.png"):
+    assert rows.loc["vgg16", "p_worse"] > 0.99 and rows.loc["vgg16", "p_better"] < 0.01
+    assert np.isnan(rows.loc["microcrystalnet", "p_worse"])
+    for name in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert not (tmp_path / "critical_difference.png").exists()  # no rank test across the folds of one data set
     assert "| 1 | microcrystalnet |" in printed and "failed" in printed
+    assert "sample std, ddof=1" in (tmp_path / "comparison.md").read_text()
+
+
+def test_table_ranks_models_across_data_sets_only(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    dirs = []
+    for d, shift in enumerate((0.0, 0.05, -0.03)):
+        folder = tmp_path / f"data{d}"
+        for model, level in (("microcrystalnet", 0.8), ("vgg16", 0.6), ("knn:hybrid", 0.7)):
+            results_io.save_result(folder, _fake_result(model, level + shift, rng))
+        results_io.write_json(folder / results_io.CONFIG_FILE, {"data_name": f"data{d}", "folds": 5, "seed": 0,
+                                                                 "group_by": "sample", "repeats": 1})
+        dirs.append(str(folder))
+    table.main([*dirs, "--out", str(tmp_path / "ranking")])
+    printed = capsys.readouterr().out
+    ranking = (tmp_path / "ranking" / "ranking.md").read_text()
+    assert "Friedman test over 3 models x 3 data sets" in ranking
+    assert (tmp_path / "ranking" / "critical_difference.png").stat().st_size > 0
+    assert "| microcrystalnet | 1.00 |" in ranking and "grouped by rock sample" in printed
+
+
+def test_bayesian_correlated_ttest_matches_baycomp_and_hand_computation():
+    a = np.array([0.80, 0.82, 0.79, 0.81, 0.83, 0.78, 0.84, 0.80, 0.81, 0.82])
+    b = np.array([0.78, 0.80, 0.80, 0.79, 0.80, 0.79, 0.80, 0.81, 0.78, 0.80])
+    worse, equal, better = stats.bayesian_correlated_ttest(a, b, test_fraction=0.2, rope=0.01)
+    d = a - b
+    scale = math.sqrt((1 / 10 + 0.2 / 0.8) * d.var(ddof=1))
+    assert better == pytest.approx(sps.t.sf(0.01, 9, loc=d.mean(), scale=scale))
+    assert worse == pytest.approx(sps.t.cdf(-0.01, 9, loc=d.mean(), scale=scale))
+    assert worse + equal + better == pytest.approx(1)
+    assert stats.bayesian_correlated_ttest(a, a, 0.2) == (0.0, 1.0, 0.0)
+    assert stats.bayesian_correlated_ttest(a, b, 0.2, rope=1.0)[1] > 0.999
+    baycomp = pytest.importorskip("baycomp")
+    # baycomp orders (left, rope, right) as P(first better), P(equivalent), P(second better); rho = 1/folds
+    left, rope, right = baycomp.two_on_single(a, b, rope=0.01, runs=2)
+    assert (better, equal, worse) == pytest.approx((left, rope, right))
+
+
+def test_corrected_unpaired_ttest_adds_the_corrected_variances():
+    a, b = np.array([0.9, 0.92, 0.88, 0.91, 0.89]), np.array([0.8, 0.83, 0.78, 0.81, 0.79])
+    t, p = stats.corrected_unpaired_ttest(a, b, 0.25, 0.25)
+    va, vb = (0.2 + 0.25) * a.var(ddof=1), (0.2 + 0.25) * b.var(ddof=1)
+    assert t == pytest.approx((a.mean() - b.mean()) / math.sqrt(va + vb))
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    assert p == pytest.approx(2 * sps.t.sf(t, df)) and p < 0.05
 
 
 # ---- model selection ---------------------------------------------------------------------------
@@ -116,9 +163,11 @@ def test_models_option_accepts_names_pairs_and_families():
         run.resolve_models("nope", p, cnns, clfs)
 
 
-def test_default_profile_is_quick_without_a_gpu():
-    profile, reason = profiles.default_profile("torch")
-    assert profile.name == "quick" and "no GPU" in reason
+@pytest.mark.parametrize("gpu, expected", [(None, "quick"), ("NVIDIA H200", "paper")])
+def test_default_profile_is_paper_on_a_gpu_and_quick_without(monkeypatch, gpu, expected):
+    monkeypatch.setattr(profiles, "detect_gpu", lambda backend: gpu)
+    profile, reason = profiles.default_profile("jax")
+    assert profile.name == expected and ((gpu or "no GPU") in reason)
     assert profiles.QUICK.digest() != profiles.PAPER.digest()
 
 
