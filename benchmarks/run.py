@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
                    help="crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm where every "
                         "crystal has a pixel size, px where none has (default: %(default)s)")
+    p.add_argument("--crossfit", type=int, metavar="K",
+                   help="embedding and hybrid rows: embed each fold's training crystals by CNNs trained on K-1 "
+                        "of K inner grouped folds of its training part (0: off; default: the profile's, 3 in "
+                        "paper, 0 in quick)")
+    p.add_argument("--params", type=Path, action="append", default=[], metavar="FILE",
+                   help="best_params.json of a study (studies.hpo): its model with those parameters runs as its "
+                        "own row, named '<model> tuned'; repeatable")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
     p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
@@ -156,8 +163,10 @@ class Benchmark:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    tuned: dict[str, tuple[str, dict]] = field(default_factory=dict)
     _handcrafted: tuple[np.ndarray, float] | None = None
     _embeddings: list | None = None
+    _crossfit: dict | None = None
 
     @classmethod
     def setup(cls, args: argparse.Namespace) -> "Benchmark":
@@ -186,7 +195,10 @@ class Benchmark:
         size_features, why = resolve_size_features(dataset, args.size_features)
         print(f"size features: {size_features} ({why})")
         models = resolve_models(args.models, profile, list(list_models()), list(list_classifiers()))
-        if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
+        tuned = {f"{base} tuned": (base, params) for base, params in map(_tuned, args.params)}
+        models += [m for m in tuned if m not in models]
+        bases = [tuned.get(m, (m,))[0] for m in models]
+        if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in bases):
             print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
             models.insert(0, args.embedding_model)
         out = args.out or Path("mlruns") / "benchmark" / f"{dataset.name}-{profile.name}-seed{args.seed}"
@@ -195,11 +207,17 @@ class Benchmark:
                   "folds": args.folds, "group_by": group_by, "repeats": args.repeats, "size_features": size_features,
                   "metrics_version": METRICS_VERSION, "embedding_model": args.embedding_model,
                   "backend": args.backend}
+        crossfit = profile.crossfit if args.crossfit is None else args.crossfit
+        if crossfit < 0 or crossfit == 1:
+            raise ValueError(f"--crossfit must be 0 (off) or >= 2 inner folds; got {crossfit}")
+        config["crossfit"] = crossfit
+        if tuned:
+            config["tuned"] = {name: params for name, (_, params) in tuned.items()}
         _claim(out, config, args.overwrite)
         print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
               f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} repeat(s), seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
-        return cls(args, dataset, folds, profile, models, out, config)
+        return cls(args, dataset, folds, profile, models, out, config, tuned=tuned)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -231,7 +249,7 @@ class Benchmark:
             return stored
         started = time.perf_counter()
         try:
-            result = self._cnn(model) if ":" not in model else self._classical(model)
+            result = self._cnn(model) if ":" not in self._base(model)[0] else self._classical(model)
         except Exception as exc:  # noqa: BLE001 - one failing model must not stop the benchmark
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             tqdm.write(f"{model}: FAILED: {message}")
@@ -242,8 +260,12 @@ class Benchmark:
         results_io.save_result(self.out, result)
         return result
 
+    def _base(self, model: str) -> tuple[str, dict]:
+        """The registry model behind a row name, and its parameters (a tuned row's, else none)."""
+        return self.tuned.get(model, (model, {}))
+
     def _identity(self, model: str) -> dict:
-        clf, _, fs = model.partition(":")
+        clf, _, fs = self._base(model)[0].partition(":")
         return {"model": model, "family": "classical" if fs else "cnn", "feature_set": fs or "image",
                 "classifier": clf if fs else None, "class_names": list(self.dataset.class_names),
                 "backend": self.args.backend, "profile": self.profile.name, "seed": self.args.seed,
@@ -314,13 +336,37 @@ class Benchmark:
             cnn = self._embedding_folds()
             embeddings = {r.fold: r.embeddings for r in cnn}
             cost = {r.fold: cost[r.fold] + r.inference_seconds_per_crystal for r in cnn}
+            if self.config["crossfit"]:
+                from features.crossfit import crossfit_features
+
+                return crossfit_features(feature_set, handcrafted, embeddings, self._out_of_fold()), cost
         return fold_features(feature_set, handcrafted, embeddings), cost
+
+    def _out_of_fold(self) -> dict[int, np.ndarray]:
+        """Per outer fold: out-of-fold embeddings of its training part from CNNs of its inner folds
+        (trained once, kept under cnn/<model>/crossfit/fold_<k>/ and resumed)."""
+        if self._crossfit is None:
+            from features.crossfit import out_of_fold_embeddings
+            from mcn.data.splits import inner_folds
+            from mcn.train import TrainConfig, cross_validate
+
+            model, k = self.args.embedding_model, self.config["crossfit"]
+            config = TrainConfig(**self.profile.train_kwargs(model), seed=self.args.seed)
+            self._crossfit = {}
+            for fold in tqdm(self.folds, desc=f"cross-fitting {model}", unit="fold", disable=self.args.quiet):
+                inner = inner_folds(self.dataset, fold, k, self.args.seed + 1 + fold.index, self.config["group_by"])
+                results = cross_validate(model, self.dataset, inner, config, self.profile.model_hparams(model),
+                                         self.out / "cnn" / model / "crossfit" / f"fold_{fold.index}",
+                                         progress=not self.args.quiet)
+                self._crossfit[fold.index] = out_of_fold_embeddings(results, len(self.dataset))
+        return self._crossfit
 
     def _classical(self, model: str) -> dict:
         """Fit and score one classifier on one feature set, fold by fold (stored folds are loaded)."""
         from features.crossval import cross_validate_classifier
 
-        clf, _, feature_set = model.partition(":")
+        base, params = self._base(model)
+        clf, _, feature_set = base.partition(":")
         folder = self.out / "classical" / results_io.slug(model)
         paths = {f.index: folder / f"fold_{f.index}.json" for f in self.folds}
         records = {k: results_io.read_json(p) for k, p in paths.items() if p.is_file()}
@@ -331,7 +377,7 @@ class Benchmark:
         if todo:
             x_for_fold, cost = self._fold_features(feature_set)
             fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
-                                               self.args.seed, n_jobs=self.args.jobs)
+                                               self.args.seed, n_jobs=self.args.jobs, **params)
             for fold, r in zip(todo, fitted):
                 record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
                           "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
@@ -445,6 +491,24 @@ class Benchmark:
             print(f"best model by {self.args.rank_metric}: {best['model']} "
                   f"({best[self.args.rank_metric]:.3f} ± {best[self.args.rank_metric + '_std']:.3f})")
         print(f"MLflow: mlflow ui --backend-store-uri {self.args.tracking_uri or 'sqlite:///mlruns/mlflow.db'}")
+
+
+def _tuned(path: Path) -> tuple[str, dict]:
+    """(CLASSIFIER:FEATURES, parameters) of a study's best_params.json; a bad file is a one-line error."""
+    import json
+
+    from features.embeddings import FEATURE_SETS
+    from features.zoo import list_classifiers
+
+    try:
+        record = json.loads(Path(path).read_text())
+        model, feature_set, params = record["config"]["model"], record["config"]["feature_set"], record["params"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--params {path}: not a best_params.json written by studies.hpo ({exc})") from exc
+    if model not in list_classifiers() or feature_set not in FEATURE_SETS:
+        raise ValueError(f"--params {path}: tuned rows are classical models (CLASSIFIER:FEATURES); this file tunes "
+                         f"{model!r}: train a tuned CNN with mcn.train --hparam")
+    return f"{model}:{feature_set}", dict(params)
 
 
 def _claim(out: Path, config: dict, fresh: bool) -> None:

@@ -1,11 +1,13 @@
 """Scoring one trial: the same grouped folds for every trial, fold by fold, so a pruner can act.
 
 The data set is loaded and split ONCE per study, from the seed, outside the objective (Optuna's
-habit); every trial trains and scores on exactly those folds. The objective is the mean macro-F1
-over the folds' held-out parts (each fold's test part; the CNN's validation part is spent on early
-stopping). Because this cross-validated score is what picks the winning hyper-parameters, the best
-trial's value is an optimistic estimate of how that setting generalises: for a final number, run
-`python -m benchmarks.run` with the chosen setting under another seed, or nest the search in CV.
+habit); every trial trains and scores on exactly those folds. A search never scores on the test
+part of the folds `benchmarks.run` reports: its trials score on `StudyData.search_folds()`, each
+inside one fold's training part (trained on the training part less a group carve for early
+stopping, scored on the fold's validation part), or, with `studies.hpo --nested`, on inner folds
+of each outer training part (`studies.nested`). Ablations compare fixed variants and score on the
+folds themselves, like the benchmark. The best trial's value selected its parameters, so it is an
+optimistic estimate of them; the nested search gives the honest one.
 
 After each fold the running mean is reported (`trial.report(mean, step=fold)`), so a
 `MedianPruner` stops a trial whose first folds already score below the median of earlier trials.
@@ -69,6 +71,12 @@ class StudyData:
         return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint(),
                    group_by, why, size_features)
 
+    def search_folds(self) -> list[Fold]:
+        """One search split inside each fold's training part, scored on its validation part."""
+        from mcn.data.splits import validation_fold
+
+        return [validation_fold(self.dataset, f, self.group_by, self.seed + 1 + f.index) for f in self.folds]
+
     def test_train_ratio(self) -> float:
         """n_test / n_train averaged over the folds, for the corrected resampled t-test."""
         n = len(self.dataset)
@@ -130,29 +138,29 @@ class StudyData:
 
 
 def score_cnn(trial: optuna.Trial, data: StudyData, train_overrides: dict, hparam_overrides: dict,
-              prune: bool = True) -> list[dict]:
-    """Train MicroCrystalNet on each fold with the trial's settings; the fold metrics."""
+              folds: list[Fold], prune: bool = True) -> list[dict]:
+    """Train MicroCrystalNet on each of `folds` with the trial's settings; the fold metrics."""
     from mcn.train import train_fold
 
     config, hparams = data.train_config(train_overrides), data.model_hparams(hparam_overrides)
     done: list[dict] = []
-    for fold in data.folds:
+    for fold in folds:
         result = train_fold(CNN, data.dataset, fold, config, hparams)
-        _record(trial, fold.index, result.metrics, done, prune and fold is not data.folds[-1])
+        _record(trial, fold.index, result.metrics, done, prune and fold is not folds[-1])
     return done
 
 
 def score_classifier(trial: optuna.Trial, data: StudyData, name: str, feature_set: str, params: dict,
-                     prune: bool = True) -> list[dict]:
-    """Fit the classifier `name` on each fold's features with the trial's parameters; fold metrics."""
+                     folds: list[Fold], prune: bool = True) -> list[dict]:
+    """Fit the classifier `name` on each of `folds` with the trial's parameters; fold metrics."""
     from features.crossval import cross_validate_classifier
 
     features = data.features(feature_set)
     done: list[dict] = []
-    for fold in data.folds:
+    for fold in folds:
         result = cross_validate_classifier(name, features, data.dataset.labels, [fold], data.dataset.class_names,
                                            data.seed, **params)[0]
-        _record(trial, fold.index, result["metrics"], done, prune and fold is not data.folds[-1])
+        _record(trial, fold.index, result["metrics"], done, prune and fold is not folds[-1])
     return done
 
 

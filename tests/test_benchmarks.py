@@ -309,3 +309,63 @@ def test_bad_path_or_empty_data_set_is_a_one_line_error(tmp_path, make):
         _run(["--data", str(make(tmp_path)), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
     message = str(exc.value.code)
     assert message.startswith("error: ") and "\n" not in message and str(tmp_path) in message
+
+
+# ---- repeats, tuned rows, cross-fitting --------------------------------------------------------
+
+def test_repeats_and_a_tuned_row(scenes, store, tmp_path):
+    import json
+
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"params": {"C": 0.01}, "config": {"model": "logreg", "feature_set": "handcrafted"}}))
+    out = tmp_path / "out"
+    printed = _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--params", str(params), "--repeats", "2",
+                    "--out", str(out), "--tracking-uri", store, *SMOKE_ARGS])
+    plain, tuned = (results_io.load_result(out, m) for m in ("logreg:handcrafted", "logreg:handcrafted tuned"))
+    assert [f["fold"] for f in plain["folds"]] == [0, 1, 2, 3] and len(tuned["folds"]) == 4
+    assert tuned["classifier"] == "logreg" and tuned["feature_set"] == "handcrafted"
+    assert [f["metrics"]["f1_macro"] for f in tuned["folds"]] != [f["metrics"]["f1_macro"] for f in plain["folds"]]
+    assert "2 repeats with different fold seeds" in printed and "P(better)" in (out / "comparison.md").read_text()
+    config = results_io.read_json(out / results_io.CONFIG_FILE)
+    assert config["repeats"] == 2 and config["tuned"] == {"logreg:handcrafted tuned": {"C": 0.01}}
+    params.write_text(json.dumps({"params": {}, "config": {"model": "microcrystalnet", "feature_set": None}}))
+    with pytest.raises(SystemExit, match="tuned rows are classical models"):
+        _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--params", str(params), "--out",
+              str(tmp_path / "other"), *SMOKE_ARGS])
+
+
+def test_crossfit_training_rows_come_from_cnns_that_never_saw_them():
+    from types import SimpleNamespace
+
+    from features.crossfit import crossfit_features, out_of_fold_embeddings
+    from mcn.data.splits import Fold
+
+    n = 12
+    fold = Fold(0, np.arange(0, 6), np.arange(6, 8), np.arange(8, 12))
+    outer = {0: np.full((n, 2), 9.0)}  # the outer CNN's embeddings: it trained on rows 0..7
+    inner = [SimpleNamespace(test_index=np.array([0, 1, 2, 6]), embeddings=np.full((n, 2), 1.0)),
+             SimpleNamespace(test_index=np.array([3, 4, 5, 7]), embeddings=np.full((n, 2), 2.0))]
+    oof = out_of_fold_embeddings(inner, n)
+    assert np.isnan(oof[8:]).all() and (oof[[0, 1, 2, 6]] == 1).all() and (oof[[3, 4, 5, 7]] == 2).all()
+    handcrafted = np.arange(n, dtype=float)[:, None]
+    x_train, x_test = crossfit_features("hybrid", handcrafted, outer, {0: oof})(fold)
+    np.testing.assert_array_equal(x_train[:, 0], [0, 1, 2, 3, 4, 5, 6, 7])  # training_index order
+    np.testing.assert_array_equal(x_train[:, 1], [1, 1, 1, 2, 2, 2, 1, 2])  # out-of-fold, never the outer CNN's
+    assert (x_test[:, 1:] == 9).all() and x_test[:, 0].tolist() == [8, 9, 10, 11]
+    with pytest.raises(ValueError, match="no out-of-fold embedding"):
+        crossfit_features("embedding", None, outer, {0: out_of_fold_embeddings(inner[:1], n)})(fold)
+
+
+def test_crossfit_run_trains_inner_cnns_per_fold(store, tmp_path):
+    from mcn.data.synthetic import generate
+
+    scenes = generate(tmp_path / "scenes", n_images=8, image_size=256, seed=0)  # 4 images per training part
+    out = tmp_path / "out"
+    _run(["--data", str(scenes), "--models", "logreg:hybrid", "--crossfit", "2", "--group-by", "image",
+          "--out", str(out), "--tracking-uri", store, *SMOKE_ARGS])
+    assert results_io.load_result(out, "logreg:hybrid")["error"] is None
+    assert results_io.read_json(out / results_io.CONFIG_FILE)["crossfit"] == 2
+    for k in (0, 1):
+        assert sorted(p.name for p in (out / "cnn" / "microcrystalnet" / "crossfit" / f"fold_{k}").glob("fold_*")) \
+            == ["fold_0", "fold_1"]
+    assert "cross-fitted over 2 inner folds" in (out / "comparison.md").read_text()
