@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
-    objective = _objective(args.model, feature_set, space, data, data.search_folds(), tags)
+    objective = _objective(args.model, feature_set, space, data, data.search_folds(carve=feature_set is None), tags)
     budget = optuna.study.MaxTrialsCallback(args.trials, states=(optuna.trial.TrialState.COMPLETE,
                                                                 optuna.trial.TrialState.PRUNED))
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",

@@ -71,11 +71,12 @@ class StudyData:
         return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint(),
                    group_by, why, size_features)
 
-    def search_folds(self) -> list[Fold]:
-        """One search split inside each fold's training part, scored on its validation part."""
+    def search_folds(self, carve: bool = True) -> list[Fold]:
+        """One search split inside each fold's training part, scored on its validation part; `carve`
+        keeps an early-stopping part (CNNs) out of the search's training rows."""
         from mcn.data.splits import validation_fold
 
-        return [validation_fold(self.dataset, f, self.group_by, self.seed + 1 + f.index) for f in self.folds]
+        return [validation_fold(self.dataset, f, self.group_by, self.seed + 1 + f.index, carve) for f in self.folds]
 
     def test_train_ratio(self) -> float:
         """n_test / n_train averaged over the folds, for the corrected resampled t-test."""

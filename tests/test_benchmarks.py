@@ -369,3 +369,42 @@ def test_crossfit_run_trains_inner_cnns_per_fold(store, tmp_path):
         assert sorted(p.name for p in (out / "cnn" / "microcrystalnet" / "crossfit" / f"fold_{k}").glob("fold_*")) \
             == ["fold_0", "fold_1"]
     assert "cross-fitted over 2 inner folds" in (out / "comparison.md").read_text()
+
+
+# ---- leakage audit and size comparison -----------------------------------------------------------
+
+def test_leakage_audit_compares_the_splits_of_one_model(tiny_scene_dir, tmp_path):
+    import pandas as pd
+
+    from benchmarks import leakage
+
+    out = tmp_path / "leak"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        leakage.main(["--data", str(tiny_scene_dir), "--models", "logreg:handcrafted", "--folds", "2", "--out",
+                      str(out), "--quiet", "--jobs", "1"])
+    table = pd.read_csv(out / "leakage.csv")
+    assert table["split"].tolist() == ["crystal", "image", "sample"] and (table["folds"] == 2).all()
+    reference = table[table["split"] == "sample"].iloc[0]
+    assert reference["f1_macro_inflation"] == 0 and np.isnan(reference["f1_macro_p"])
+    crystal = table[table["split"] == "crystal"].iloc[0]
+    assert crystal["f1_macro_inflation"] == pytest.approx(crystal["f1_macro"] - reference["f1_macro"])
+    assert 0 <= crystal["f1_macro_p"] <= 1 and (out / "leakage.png").stat().st_size > 0
+    folds = pd.read_csv(out / "folds.csv")
+    assert len(folds) == 6 and "random per crystal" in printed.getvalue()
+    with pytest.raises(SystemExit, match="already holds"):
+        leakage.main(["--data", str(tiny_scene_dir), "--models", "logreg:handcrafted", "--out", str(out)])
+
+
+def test_size_comparison_pairs_with_and_without_size_on_the_same_folds(tiny_scene_dir, tmp_path):
+    import pandas as pd
+
+    from benchmarks import size_features
+
+    out = tmp_path / "size"
+    with contextlib.redirect_stdout(io.StringIO()):
+        size_features.main(["--data", str(tiny_scene_dir), "--models", "logreg", "--folds", "2", "--out", str(out),
+                            "--jobs", "1"])
+    folds = pd.read_csv(out / "folds.csv")
+    assert sorted(set(folds["sizes"])) == ["nm", "none"]
+    assert set(folds[folds["sizes"] == "nm"]["n_features"]) == {31} and set(folds[folds["sizes"] == "none"]["n_features"]) == {24}
+    assert "gain" in (out / "size_features.md").read_text()

@@ -186,10 +186,14 @@ def inner_folds(dataset, fold: Fold, n_splits: int, seed: int, group_by: str) ->
     return [Fold(f.index, index[f.train], index[f.val], index[f.test]) for f in inner]
 
 
-def validation_fold(dataset, fold: Fold, group_by: str, seed: int) -> Fold:
+def validation_fold(dataset, fold: Fold, group_by: str, seed: int, carve: bool = True) -> Fold:
     """A search split inside `fold`'s training part, scored on `fold.val` (never on `fold.test`):
-    training on `fold.train` less a group carve of about `fold.val`'s size, which a CNN spends on
-    early stopping. A hyper-parameter search scores its trials on these."""
+    training on `fold.train`, less (with `carve`) a group carve of about `fold.val`'s size that a CNN
+    spends on early stopping; classical models need no carve. A hyper-parameter search scores its
+    trials on these."""
+    if not carve:
+        return Fold(fold.index, np.asarray(fold.train), np.array([], dtype=np.int64), np.asarray(fold.val),
+                    fold.repeat)
     labels, groups = np.asarray(dataset.labels), groups_of(dataset, group_by)
     n_splits = max(2, round(len(fold.train) / max(len(fold.val), 1)))
     train, val = _first_split(labels, groups, n_splits, seed, np.asarray(fold.train))
