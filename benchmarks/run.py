@@ -215,7 +215,8 @@ class Benchmark:
             config["tuned"] = {name: params for name, (_, params) in tuned.items()}
         _claim(out, config, args.overwrite)
         print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
-              f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} repeat(s), seed {args.seed}; "
+              f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} "
+              f"repeat(s), seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
         return cls(args, dataset, folds, profile, models, out, config, tuned=tuned)
 
