@@ -149,5 +149,6 @@ def report(table: pd.DataFrame, model: str, feature_set: str | None, data, args)
                f"{SPREAD.replace('folds of all repeats', 'outer folds')}; default and tuned scored on the same outer "
                "test folds, which no search saw; p: Nadeau-Bengio corrected resampled t-test; P: Bayesian "
                "correlated t-test, ROPE ±0.01.")
-    return (f"{to_markdown(pd.DataFrame(lines))}\n\n{caption}\n\nPer outer fold (inner_best: the winning trial's mean "
-            f"{objectives.OBJECTIVE} over the inner folds, optimistic by selection):\n\n{to_markdown(per_fold)}\n")
+    return (f"{to_markdown(pd.DataFrame(lines))}\n\n{caption}\n\nPer outer fold (trials: completed, the pruned ones "
+            f"left out; inner_best: the winning trial's mean {objectives.OBJECTIVE} over the inner folds, optimistic "
+            f"by selection):\n\n{to_markdown(per_fold)}\n")
