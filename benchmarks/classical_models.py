@@ -30,10 +30,10 @@ from mcn.experiment.stats import summarize
 from mcn.experiment.report import to_markdown as markdown_table
 from mcn.files import write_text
 from features.importance import importance_table, mean_importance, plot_importance
-from features.morphometry import handcrafted_features
+from features.handcrafted import SIZE_FEATURES, handcrafted_features, resolve_size_features
 from features.zoo import list_classifiers
 from mcn.data.load import load_dataset
-from mcn.data.splits import make_folds
+from mcn.data.splits import GROUPINGS, describe_grouping, make_folds, resolve_grouping
 from mcn.errors import DataError
 from mcn.metrics import metric_names
 
@@ -47,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mlruns/classical", help="output folder (default: %(default)s)")
     p.add_argument("--folds", type=int, default=5, help="grouped folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (default: %(default)s)")
+    p.add_argument("--group-by", choices=GROUPINGS,
+                   help="cross-validation group (default: sample where the data records enough samples, else image)")
     p.add_argument("--models", default=",".join(list_classifiers()),
                    help="comma-separated classifiers (default: all: %(default)s)")
+    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
+                   help="crystal size among the inputs: nm, px, none; auto: nm where every crystal has a pixel "
+                        "size, px where none has (default: %(default)s)")
     p.add_argument("--embeddings", default=None,
                    help="mcn.train cross-validation folder (fold_k/) whose embeddings add the "
                         "embedding and hybrid feature sets")
@@ -77,12 +82,17 @@ def run(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"unknown classifier(s) {', '.join(unknown)}; choose from {', '.join(list_classifiers())}")
     dataset = load_dataset(args.data)
-    folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+    group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
+    print(f"folds: {describe_grouping(group_by)} ({why})")
+    folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by)
+    size_features, why = resolve_size_features(dataset, args.size_features)
+    print(f"size features: {size_features} ({why})")
     started = time.perf_counter()
-    handcrafted = handcrafted_features(dataset, n_jobs=args.jobs)
+    handcrafted = handcrafted_features(dataset, size_features, n_jobs=args.jobs)
     print(f"{dataset.name}: {len(dataset)} crystals, {handcrafted.shape[1]} handcrafted features in "
           f"{time.perf_counter() - started:.1f} s; {len(folds)} grouped folds")
-    embeddings = load_fold_embeddings(args.embeddings, len(dataset)) if args.embeddings else None
+    embeddings = load_fold_embeddings(args.embeddings, len(dataset), folds, dataset.fingerprint()) \
+        if args.embeddings else None
     feature_sets = FEATURE_SETS if embeddings else ("handcrafted",)
 
     rows = []

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch side for every model, raised to a model's minimum (default: the profile's)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--group-by", choices=("image", "sample"),
+                   help="cross-validation group (default: sample where the data records enough samples, else image)")
     p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
     p.add_argument("--out", default="mlruns/cv_models", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="retrain every fold instead of resuming")
@@ -117,15 +119,17 @@ def main(argv: list[str] | None = None) -> None:
 
         mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
-        from mcn.data.splits import make_folds
+        from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
 
         profile = profiles.get_profile(args.profile)
         models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
         dataset = load_dataset(args.data)
-        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
+        group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
+        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    print(f"{dataset.name}: {len(dataset)} crystals, {len(folds)} folds, profile {profile.name}, "
+    print(f"{dataset.name}: {len(dataset)} crystals, {len(folds)} folds {describe_grouping(group_by)} ({why}), "
+          f"profile {profile.name}, "
           f"backend {args.backend}")
     rows = [benchmark_model(model, dataset, folds, profile, args) for model in models]
     folder = Path(args.out) / args.backend

@@ -29,7 +29,10 @@ import mcn
 from mcn.experiment import profiles
 from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
+from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text
+from mcn.metrics import METRICS_VERSION
+from features.handcrafted import SIZE_FEATURES
+from mcn.data.splits import GROUPINGS
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
 from mcn import checks
@@ -51,15 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "set (handcrafted, embedding, hybrid), or a family (all, cnn, baselines: every "
                         "registered CNN; classical); default: the profile's models")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
+    p.add_argument("--group-by", choices=GROUPINGS,
+                   help="cross-validation group: rock sample or source image (default: sample where the data "
+                        "records enough samples, else image; the command says which and why)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="repeated grouped CV, each repeat with its own fold seed (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
     p.add_argument("--profile", choices=tuple(profiles.PROFILES),
                    help="compute budget (default: paper on a GPU, quick otherwise)")
     p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
                    help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
+    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
+                   help="crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm where every "
+                        "crystal has a pixel size, px where none has (default: %(default)s)")
+    p.add_argument("--crossfit", type=int, metavar="K",
+                   help="embedding and hybrid rows: embed each fold's training crystals by CNNs trained on K-1 "
+                        "of K inner grouped folds of its training part (0: off; default: the profile's, 3 in "
+                        "paper, 0 in quick)")
+    p.add_argument("--params", type=Path, action="append", default=[], metavar="FILE",
+                   help="best_params.json of a study (studies.hpo): its model with those parameters runs as its "
+                        "own row, named '<model> tuned'; repeatable")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
     p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
                    help="metric that ranks models and drives the tests (default: %(default)s)")
+    p.add_argument("--rope", type=float, default=DEFAULT_ROPE,
+                   help="region of practical equivalence of the Bayesian correlated t-test, in units of the "
+                        "rank metric (default: %(default)s)")
     p.add_argument("--out", type=Path,
                    help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
     p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
@@ -115,16 +136,21 @@ class Benchmark:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    tuned: dict[str, tuple[str, dict]] = field(default_factory=dict)
     _handcrafted: tuple[np.ndarray, float] | None = None
     _embeddings: list | None = None
+    _crossfit: dict | None = None
 
     @classmethod
     def setup(cls, args: argparse.Namespace) -> "Benchmark":
         """Check everything a run needs before any training: data, folds, models, output folder."""
+        from features.handcrafted import resolve_size_features
         from mcn.data.load import load_dataset
-        from mcn.data.splits import make_folds
+        from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
         from mcn.models import list_models
 
+        if args.rope < 0:
+            raise ValueError(f"--rope must be >= 0; got {args.rope}")
         profile, reason = _default_profile(args)
         print(f"profile: {profile.name} ({reason}): {profile.description}")
         if args.embedding_model not in list_models():
@@ -134,25 +160,41 @@ class Benchmark:
             raise DataError(f"{args.data}: no such data set folder")
         _check_flags(args)
         models = profiles.resolve_models(args.models, profile)
+        tuned = {f"{base} tuned": (base, params) for base, params in map(_tuned, args.params)}
+        models += [m for m in tuned if m not in models]
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         if len(dataset) == 0:
             raise DataError(f"{args.data or dataset.root}: the data set holds no crystals")
         if len(np.unique(dataset.labels)) < 2:
             raise DataError(f"{args.data or dataset.root}: every crystal is of one class "
                             f"({dataset.class_counts()}); a classifier needs two classes at least")
-        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
-        if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in models):
+        group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
+        print(f"folds: {describe_grouping(group_by)} ({why})")
+        folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by, repeats=args.repeats)
+        size_features, why = resolve_size_features(dataset, args.size_features)
+        print(f"size features: {size_features} ({why})")
+        bases = [tuned.get(m, (m,))[0] for m in models]
+        if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in bases):
             print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
             models.insert(0, args.embedding_model)
         out = args.out or Path("mlruns") / "benchmark" / f"{dataset.name}-{profile.name}-seed{args.seed}"
         config = {"data_fingerprint": dataset.fingerprint(), "data_name": dataset.name,
                   "profile": profile.name, "profile_digest": profile.digest(), "seed": args.seed,
-                  "folds": args.folds, "embedding_model": args.embedding_model, "backend": args.backend}
+                  "folds": args.folds, "group_by": group_by, "repeats": args.repeats, "size_features": size_features,
+                  "metrics_version": METRICS_VERSION, "embedding_model": args.embedding_model,
+                  "backend": args.backend}
+        crossfit = profile.crossfit if args.crossfit is None else args.crossfit
+        if crossfit < 0 or crossfit == 1:
+            raise ValueError(f"--crossfit must be 0 (off) or >= 2 inner folds; got {crossfit}")
+        config["crossfit"] = crossfit
+        if tuned:
+            config["tuned"] = {name: params for name, (_, params) in tuned.items()}
         _claim(out, config, args.overwrite)
         print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
-              f"{config['data_fingerprint']}); {len(folds)} grouped folds, seed {args.seed}; "
+              f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} "
+              f"repeat(s), seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
-        return cls(args, dataset, folds, profile, models, out, config)
+        return cls(args, dataset, folds, profile, models, out, config, tuned=tuned)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -191,7 +233,7 @@ class Benchmark:
             return stored
         started = time.perf_counter()
         try:
-            result = self._cnn(model) if ":" not in model else self._classical(model)
+            result = self._cnn(model) if ":" not in self._base(model)[0] else self._classical(model)
         except Exception as exc:  # noqa: BLE001 - one failing model must not stop the benchmark
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             tqdm.write(f"{model}: FAILED: {message}")
@@ -202,8 +244,12 @@ class Benchmark:
         results_io.save_result(self.out, result)
         return result
 
+    def _base(self, model: str) -> tuple[str, dict]:
+        """The registry model behind a row name, and its parameters (a tuned row's, else none)."""
+        return self.tuned.get(model, (model, {}))
+
     def _identity(self, model: str) -> dict:
-        clf, _, fs = model.partition(":")
+        clf, _, fs = self._base(model)[0].partition(":")
         return {"model": model, "family": "classical" if fs else "cnn", "feature_set": fs or "image",
                 "classifier": clf if fs else None, "class_names": list(self.dataset.class_names),
                 "backend": self.args.backend, "profile": self.profile.name, "seed": self.args.seed,
@@ -255,10 +301,10 @@ class Benchmark:
     def _handcrafted_features(self) -> tuple[np.ndarray, float]:
         """Handcrafted features of every crystal (computed once) and their seconds per crystal."""
         if self._handcrafted is None:
-            from features.morphometry import handcrafted_features
+            from features.handcrafted import handcrafted_features
 
             start = time.perf_counter()
-            table = handcrafted_features(self.dataset, n_jobs=self.args.jobs)
+            table = handcrafted_features(self.dataset, self.config["size_features"], n_jobs=self.args.jobs)
             self._handcrafted = table.to_numpy(np.float64), (time.perf_counter() - start) / len(self.dataset)
         return self._handcrafted
 
@@ -275,13 +321,37 @@ class Benchmark:
             cnn = self._embedding_folds()
             embeddings = {r.fold: r.embeddings for r in cnn}
             cost = {r.fold: cost[r.fold] + r.inference_seconds_per_crystal for r in cnn}
+            if self.config["crossfit"]:
+                from features.crossfit import crossfit_features
+
+                return crossfit_features(feature_set, handcrafted, embeddings, self._out_of_fold()), cost
         return fold_features(feature_set, handcrafted, embeddings), cost
+
+    def _out_of_fold(self) -> dict[int, np.ndarray]:
+        """Per outer fold: out-of-fold embeddings of its training part from CNNs of its inner folds
+        (trained once, kept under cnn/<model>/crossfit/fold_<k>/ and resumed)."""
+        if self._crossfit is None:
+            from features.crossfit import out_of_fold_embeddings
+            from mcn.data.splits import inner_folds
+            from mcn.train import TrainConfig, cross_validate
+
+            model, k = self.args.embedding_model, self.config["crossfit"]
+            config = TrainConfig(**self.profile.train_kwargs(model), seed=self.args.seed)
+            self._crossfit = {}
+            for fold in tqdm(self.folds, desc=f"cross-fitting {model}", unit="fold", disable=self.args.quiet):
+                inner = inner_folds(self.dataset, fold, k, self.args.seed + 1 + fold.index, self.config["group_by"])
+                results = cross_validate(model, self.dataset, inner, config, self.profile.model_hparams(model),
+                                         self.out / "cnn" / model / "crossfit" / f"fold_{fold.index}",
+                                         progress=not self.args.quiet)
+                self._crossfit[fold.index] = out_of_fold_embeddings(results, len(self.dataset))
+        return self._crossfit
 
     def _classical(self, model: str) -> dict:
         """Fit and score one classifier on one feature set, fold by fold (stored folds are loaded)."""
         from features.crossval import cross_validate_classifier
 
-        clf, _, feature_set = model.partition(":")
+        base, params = self._base(model)
+        clf, _, feature_set = base.partition(":")
         folder = self.out / "classical" / results_io.slug(model)
         paths = {f.index: folder / f"fold_{f.index}.json" for f in self.folds}
         records = {k: results_io.read_json(p) for k, p in paths.items() if p.is_file()}
@@ -292,7 +362,7 @@ class Benchmark:
         if todo:
             x_for_fold, cost = self._fold_features(feature_set)
             fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
-                                               self.args.seed, n_jobs=self.args.jobs)
+                                               self.args.seed, n_jobs=self.args.jobs, **params)
             for fold, r in zip(todo, fitted):
                 record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
                           "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
@@ -322,7 +392,8 @@ class Benchmark:
     def _tags(self, tracking, **extra) -> dict[str, str]:
         return tracking.run_tags(backend=self.args.backend, seed=self.args.seed,
                                  data_fingerprint=self.config["data_fingerprint"], profile=self.profile.name,
-                                 data_name=self.dataset.name, folds=self.args.folds, **extra)
+                                 data_name=self.dataset.name, folds=self.args.folds,
+                                 group_by=self.config["group_by"], repeats=self.args.repeats, **extra)
 
     def _log_model(self, tracking, result: dict, uri: str) -> None:
         """A child run per model (fold mean and std), a nested run per fold (CNN epoch curves)."""
@@ -387,11 +458,11 @@ class Benchmark:
 
     def _tables(self, tracking):
         """Write, log and print the comparison of this invocation's models; None if there is none."""
-        from mcn.experiment.report import compact_markdown, write_tables
+        from mcn.experiment.report import caption, compact_markdown, write_tables
 
         stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
         try:
-            comparison = compare(stored, self.args.rank_metric)
+            comparison = compare(stored, self.args.rank_metric, self.args.rope, protocol_text(self.config))
         except ValueError as exc:
             tqdm.write(f"no comparison table: {exc}")
             return None
@@ -401,6 +472,7 @@ class Benchmark:
         print()
         print(compact_markdown(comparison))
         print()
+        print(caption(comparison))
         print("\n".join(comparison.notes))
         print(f"full table: {paths['markdown']} (also .csv, .tex, .png)")
         return comparison
@@ -428,6 +500,24 @@ def _check_flags(args: argparse.Namespace) -> None:
         checks.writable_folder(args.out)
         checks.outside_data(args.out, args.data)
     tracking.check_store(args.tracking_uri)
+
+
+def _tuned(path: Path) -> tuple[str, dict]:
+    """(CLASSIFIER:FEATURES, parameters) of a study's best_params.json; a bad file is a one-line error."""
+    import json
+
+    from features.embeddings import FEATURE_SETS
+    from features.zoo import list_classifiers
+
+    try:
+        record = json.loads(Path(path).read_text())
+        model, feature_set, params = record["config"]["model"], record["config"]["feature_set"], record["params"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--params {path}: not a best_params.json written by studies.hpo ({exc})") from exc
+    if model not in list_classifiers() or feature_set not in FEATURE_SETS:
+        raise ValueError(f"--params {path}: tuned rows are classical models (CLASSIFIER:FEATURES); this file tunes "
+                         f"{model!r}: train a tuned CNN with mcn.train --hparam")
+    return f"{model}:{feature_set}", dict(params)
 
 
 def _claim(out: Path, config: dict, overwrite: bool) -> None:

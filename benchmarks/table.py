@@ -1,5 +1,10 @@
-"""`python -m benchmarks.table OUT_DIR [OUT_DIR ...]`: remake a benchmark's comparison table from its
-result files (no retraining needed): Markdown, CSV, LaTeX and PNG beside the results.
+"""`python -m benchmarks.table DIR [DIR ...]`: remake benchmark comparison tables from result files
+(no retraining needed), and rank models across data sets.
+
+Each DIR (a benchmark output folder of one data set) gets its comparison as Markdown, CSV, LaTeX and
+PNG, with the within-data-set tests for correlated folds. With several DIRs (different data sets),
+the models every data set scored are also ranked across them: mean ranks, the Friedman test and the
+Nemenyi critical-difference diagram (Demsar 2006), written to --out.
 """
 
 from __future__ import annotations
@@ -9,27 +14,50 @@ import sys
 from pathlib import Path
 
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, compare
-from mcn.experiment.report import compact_markdown, write_tables
+from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text, rank_datasets
+from mcn.experiment.report import caption, compact_markdown, to_markdown, write_ranking, write_tables
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Re-make the comparison table of a benchmark output folder from its result files."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.table", description=main.__doc__)
-    parser.add_argument("out", type=Path, help="a benchmark output folder (holds results/*.json)")
+    """Remake the comparison tables of benchmark output folders; rank models across data sets."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                        help="benchmark output folders (each holds results/*.json); several: one per data set")
     parser.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC, help="metric that ranks the models")
+    parser.add_argument("--rope", type=float, default=DEFAULT_ROPE,
+                        help="region of practical equivalence of the Bayesian test (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("mlruns") / "benchmark" / "ranking",
+                        help="folder of the across-data-set ranking (several DIRs; default: %(default)s)")
     args = parser.parse_args(argv)
-    found = results_io.load_results(args.out)
-    if not found:
-        sys.exit(f"error: {args.out}: no result files under {args.out / results_io.RESULTS_DIR}")
-    try:
-        comparison = compare(found, args.rank_metric)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
-    paths = write_tables(comparison, args.out)
-    print(compact_markdown(comparison))
-    print("\n".join(comparison.notes))
-    print(f"tables: {', '.join(str(p) for p in paths.values())}")
+    comparisons = {}
+    for folder in args.dirs:
+        found = results_io.load_results(folder)
+        if not found:
+            sys.exit(f"error: {folder}: no result files under {folder / results_io.RESULTS_DIR}")
+        config_path = folder / results_io.CONFIG_FILE
+        config = results_io.read_json(config_path) if config_path.is_file() else {}
+        try:
+            comparison = compare(found, args.rank_metric, args.rope, protocol_text(config) if config else "")
+        except ValueError as exc:
+            sys.exit(f"error: {folder}: {exc}")
+        paths = write_tables(comparison, folder)
+        print(f"{folder}:")
+        print(compact_markdown(comparison))
+        print(caption(comparison))
+        print("\n".join(comparison.notes))
+        print(f"tables: {', '.join(str(p) for p in paths.values())}\n")
+        name = config.get("data_name") or folder.name
+        if name in comparisons:
+            sys.exit(f"error: {folder}: data set {name!r} given twice; rank across different data sets only")
+        comparisons[name] = comparison
+    if len(comparisons) > 1:
+        ranking = rank_datasets(comparisons, args.rank_metric)
+        paths = write_ranking(ranking, args.out, args.rank_metric)
+        print(f"ranking across {len(comparisons)} data sets:")
+        print(to_markdown(ranking.scores.T.assign(mean_rank=ranking.mean_ranks).sort_values("mean_rank")
+                          .round(3).reset_index(names="model")))
+        print("\n".join(ranking.notes))
+        print(f"files: {', '.join(str(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

@@ -62,19 +62,37 @@ def fold_features(feature_set: str, handcrafted: pd.DataFrame | np.ndarray | Non
     return for_fold
 
 
-def load_fold_embeddings(run_dir: str | Path, n_crystals: int | None = None) -> dict[int, np.ndarray]:
-    """Embeddings of every fold saved by `mcn.train.cross_validate` under run_dir/fold_k/."""
-    from mcn.train import FoldResult
+def load_fold_embeddings(run_dir: str | Path, n_crystals: int | None = None, folds: Sequence[Fold] | None = None,
+                         data_fingerprint: str | None = None) -> dict[int, np.ndarray]:
+    """Embeddings of every fold saved by `mcn.train.cross_validate` under run_dir/fold_k/.
+
+    With `folds`, each fold's embeddings must come from a CNN trained on exactly that fold's training
+    part (same split hash: same seed, fold count and grouping), and every fold must be there: fold k's
+    CNN of another split has trained on some of this split's fold-k test crystals, so its embeddings
+    would leak them. With `data_fingerprint`, they must come from the same data set.
+    """
+    from mcn.train import FoldResult, split_hash
 
     run_dir = Path(run_dir)
     folders = sorted(run_dir.glob("fold_*"))
     if not folders:
         raise DataError(f"{run_dir}: no fold_* folders of mcn.train results")
-    embeddings = {}
+    embeddings, hashes = {}, {}
     for folder in folders:
         result = FoldResult.load(folder)
         if n_crystals is not None and len(result.embeddings) != n_crystals:
             raise DataError(f"{folder}: embeddings of {len(result.embeddings)} crystals, the data set has "
                             f"{n_crystals}; were they made on another data set?")
-        embeddings[result.fold] = result.embeddings
+        if data_fingerprint is not None and result.data_fingerprint != data_fingerprint:
+            raise DataError(f"{folder}: embeddings of another data set (fingerprint {result.data_fingerprint}, "
+                            f"this one {data_fingerprint})")
+        embeddings[result.fold], hashes[result.fold] = result.embeddings, result.split_hash
+    for fold in folds or ():
+        if fold.index not in hashes:
+            raise DataError(f"{run_dir}: no embeddings for fold {fold.index}; remake them with this run's "
+                            "--seed, --folds and --group-by")
+        if hashes[fold.index] != split_hash(fold):
+            raise DataError(f"{run_dir}: fold {fold.index}'s embeddings were made with another split (split hash "
+                            f"{hashes[fold.index]}, this run's {split_hash(fold)}); remake them with the same "
+                            "--seed, --folds and --group-by")
     return embeddings

@@ -11,11 +11,16 @@ import warnings
 import numpy as np
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, cohen_kappa_score,
                              confusion_matrix, matthews_corrcoef, precision_recall_fscore_support,
-                             roc_auc_score)
+                             roc_auc_score, top_k_accuracy_score)
 
 SUMMARY_METRICS = ("top1", "top2", "precision_macro", "recall_macro", "f1_macro",
                    "balanced_accuracy", "kappa", "mcc")
 """The class-independent metric names, in the order tables show them."""
+
+METRICS_VERSION = 2
+"""Bumped when a metric's definition changes, so stored results of the old definition are not mixed
+in (benchmark config.json). 2: macro averages over the classes present in the test part; top-k by
+scikit-learn."""
 
 
 def metric_names(class_names: tuple[str, ...] | list[str]) -> list[str]:
@@ -38,29 +43,27 @@ def _check(y_true: np.ndarray, probabilities: np.ndarray, class_names) -> tuple[
     return y_true, probabilities
 
 
-def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
-    """Share of crystals whose true class is among the k most probable (ties broken by order)."""
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == np.asarray(y_true)[:, None], axis=1)))
-
-
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray,
                            class_names: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Flat dict of the suite's metric names (see `metric_names`) for class probabilities.
 
-    Per-class AP and ROC-AUC are one-vs-rest; a class absent from `y_true` gets NaN there, since
-    neither is defined without positives.
+    Macro precision, recall and F1 average over the classes present in `y_true`: a class absent from
+    a test fold has no defined recall, and counting it as 0 would punish every model for the split
+    (balanced accuracy already ignores it). Per-class AP and ROC-AUC are one-vs-rest; a class absent
+    from `y_true` gets NaN there, since neither is defined without positives.
     """
     y_true, probabilities = _check(y_true, probabilities, class_names)
     y_pred = probabilities.argmax(axis=1)
     labels = np.arange(len(class_names))
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns on a single class; the value is still defined
         out = {
             "top1": float(np.mean(y_pred == y_true)),
-            "top2": top_k_accuracy(y_true, probabilities, 2),
+            # with two classes every class is in the top 2 (scikit-learn refuses 2-D binary scores)
+            "top2": 1.0 if len(labels) <= 2 else float(top_k_accuracy_score(y_true, probabilities, k=2,
+                                                                              labels=labels)),
             "precision_macro": float(precision),
             "recall_macro": float(recall),
             "f1_macro": float(f1),

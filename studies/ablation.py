@@ -150,10 +150,11 @@ def _objective(name: str, grid: dict[str, dict], data: objectives.StudyData, tag
         with runs.trial_run(trial, {**tags, "variant": variant}, {"variant": variant, **grid[variant]}):
             if name == "hybrid":
                 classifier, feature_set = variant.split(":")
-                folds = objectives.score_classifier(trial, data, classifier, feature_set, {}, prune=False)
+                folds = objectives.score_classifier(trial, data, classifier, feature_set, {}, data.folds,
+                                                     prune=False)
             else:
                 train, hparams = spaces.split_params(grid[variant])
-                folds = objectives.score_cnn(trial, data, train, hparams, prune=False)
+                folds = objectives.score_cnn(trial, data, train, hparams, data.folds, prune=False)
             return objectives.finish(trial, folds)
 
     return objective

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 import mcn
 from mcn import checks
 from mcn.experiment import tracking
+from features.handcrafted import SIZE_FEATURES
+from mcn.data.splits import GROUPINGS, describe_grouping
 from mcn.experiment.profiles import PROFILES, get_profile
 from studies import runs
 from studies.objectives import OBJECTIVE, StudyData
@@ -35,6 +37,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
     p.add_argument("--folds", type=int, default=5, help="grouped CV folds, made once per study (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes folds, sampler and training (default: %(default)s)")
+    p.add_argument("--group-by", choices=GROUPINGS,
+                   help="cross-validation group (default: sample where the data records enough samples, else image)")
+    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
+                   help="crystal size among the handcrafted inputs: nm, px, none; auto: nm where every crystal "
+                        "has a pixel size, px where none has (default: %(default)s)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed MicroCrystalNet argument on top of the profile's, repeatable (JSON values)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
@@ -65,10 +72,12 @@ def load(args: argparse.Namespace) -> StudyData:
     if args.timeout is not None and args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
     profile = get_profile(args.profile)
-    data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, parse_hparams(args.hparam))
+    data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, parse_hparams(args.hparam),
+                          args.group_by, args.size_features)
     ds = data.dataset
     print(f"data: {ds.name} ({len(ds)} crystals {ds.class_counts()}, fingerprint {data.fingerprint}); "
-          f"{len(data.folds)} grouped folds, seed {args.seed}; profile {profile.name}: {profile.description}")
+          f"{len(data.folds)} folds {describe_grouping(data.group_by)} ({data.group_reason}), seed {args.seed}; "
+          f"size features {data.size_features}; profile {profile.name}: {profile.description}")
     return data
 
 
@@ -76,7 +85,7 @@ def study_tags(args: argparse.Namespace, data: StudyData, kind: str) -> dict[str
     """Reproducibility tags of the study's runs (data, seed, code and package versions)."""
     return tracking.run_tags(backend=args.backend, seed=args.seed, data_fingerprint=data.fingerprint,
                              family="study", study_kind=kind, profile=data.profile.name,
-                             data_name=data.dataset.name, folds=len(data.folds))
+                             data_name=data.dataset.name, folds=len(data.folds), group_by=data.group_by)
 
 
 def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, objective: Callable,

@@ -1,7 +1,9 @@
 """`python -m studies.hpo`: Optuna hyper-parameter search for MicroCrystalNet or a classical model.
 
-Objective: mean macro-F1 over grouped CV folds made once per study (see `studies.objectives`),
-reported fold by fold so a MedianPruner stops bad trials early. The study lives in an Optuna RDB
+Objective: mean macro-F1 over search splits inside the training parts of grouped CV folds made once
+per study (never on a test fold `benchmarks.run` reports; see `studies.objectives`), reported fold
+by fold so a MedianPruner stops bad trials early. `--nested` runs nested cross-validation instead
+(`studies.nested`): an honest estimate of the tuned model. The study lives in an Optuna RDB
 storage (SQLite by default), so rerunning the same command resumes it, trial numbers continuing;
 `--trials` is the study's total budget of completed and pruned trials across every worker, `--timeout`
 a per-invocation limit. Each trial is an MLflow run nested under the study's run. Files land in --out/<study name>/:
@@ -17,7 +19,7 @@ import optuna
 
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
-from studies import cli, objectives, runs, spaces
+from studies import cli, nested, objectives, runs, spaces
 from studies.study import budget_callback, claim, finished_trials, open_study, spent_trials, write_study_outputs
 
 DEFAULT_TRIALS = 20
@@ -35,7 +37,12 @@ def build_parser():
                                     "the profile's defaults")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help="total trials of the study, completed or pruned (default: %(default)s); a rerun "
-                        "runs only the missing ones")
+                        "runs only the missing ones; with --nested, per outer fold")
+    p.add_argument("--nested", action="store_true",
+                   help="nested CV: tune on inner folds of each outer training part, score the winner once on "
+                        "the outer test fold (handcrafted features or microcrystalnet)")
+    p.add_argument("--inner-folds", type=int, default=nested.DEFAULT_INNER_FOLDS,
+                   help="inner grouped folds per outer fold with --nested (default: %(default)s)")
     return p
 
 
@@ -45,9 +52,14 @@ def main(argv: list[str] | None = None) -> None:
         space, feature_set = _space(args)
         data = cli.load(args)
         name = args.study_name or _study_name(args, data, feature_set)
+        if args.nested:
+            if args.inner_folds < 2:
+                raise ValueError(f"--inner-folds must be >= 2; got {args.inner_folds}")
+            nested.run_nested(args, data, args.model, feature_set, space, name, cli.study_tags(args, data, "nested"))
+            return
         study = open_study(name, args.storage, args.seed, heartbeat=args.heartbeat)
         claim(study, {**data.config(), "model": args.model, "feature_set": feature_set,
-                      "objective": objectives.OBJECTIVE})
+                      "objective": objectives.OBJECTIVE, "scored_on": "search splits (validation parts)"})
         if feature_set:
             data.features(feature_set)  # embeddings trained (or loaded) once, before the first trial
     except (DataError, ValueError) as exc:
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
-    objective = _objective(args.model, feature_set, space, data, tags)
+    objective = _objective(args.model, feature_set, space, data, data.search_folds(carve=feature_set is None), tags)
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
               "space": {k: repr(v) for k, v in space.items()}}
     try:
@@ -101,17 +113,17 @@ def _study_name(args, data, feature_set: str | None) -> str:
     return f"hpo-{model}-{data.dataset.name}-{args.profile}-{len(data.folds)}fold-seed{args.seed}"
 
 
-def _objective(model: str, feature_set: str | None, space: dict, data, tags: dict):
-    """The study's objective: suggest, score fold by fold in a nested MLflow run, return the mean."""
+def _objective(model: str, feature_set: str | None, space: dict, data, folds: list, tags: dict):
+    """The study's objective: suggest, score on `folds` in a nested MLflow run, return the mean."""
     def objective(trial: optuna.Trial) -> float:
         values = spaces.suggest(trial, space)
         with runs.trial_run(trial, tags, values):
             if feature_set is None:
                 train, hparams = spaces.split_params(values)
-                folds = objectives.score_cnn(trial, data, train, hparams)
+                scores = objectives.score_cnn(trial, data, train, hparams, folds)
             else:
-                folds = objectives.score_classifier(trial, data, model, feature_set, values)
-            return objectives.finish(trial, folds)
+                scores = objectives.score_classifier(trial, data, model, feature_set, values, folds)
+            return objectives.finish(trial, scores)
 
     return objective
 

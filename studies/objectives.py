@@ -1,11 +1,13 @@
 """Scoring one trial: the same grouped folds for every trial, fold by fold, so a pruner can act.
 
 The data set is loaded and split ONCE per study, from the seed, outside the objective (Optuna's
-habit); every trial trains and scores on exactly those folds. The objective is the mean macro-F1
-over the folds' held-out parts (each fold's test part; the CNN's validation part is spent on early
-stopping). Because this cross-validated score is what picks the winning hyper-parameters, the best
-trial's value is an optimistic estimate of how that setting generalises: for a final number, run
-`python -m benchmarks.run` with the chosen setting under another seed, or nest the search in CV.
+habit); every trial trains and scores on exactly those folds. A search never scores on the test
+part of the folds `benchmarks.run` reports: its trials score on `StudyData.search_folds()`, each
+inside one fold's training part (trained on the training part less a group carve for early
+stopping, scored on the fold's validation part), or, with `studies.hpo --nested`, on inner folds
+of each outer training part (`studies.nested`). Ablations compare fixed variants and score on the
+folds themselves, like the benchmark. The best trial's value selected its parameters, so it is an
+optimistic estimate of them; the nested search gives the honest one.
 
 After each fold the running mean is reported (`trial.report(mean, step=fold)`), so a
 `MedianPruner` stops a trial whose first folds already score below the median of earlier trials.
@@ -44,21 +46,37 @@ class StudyData:
     root: Path
     hparams: dict = field(default_factory=dict)
     fingerprint: str = ""
+    group_by: str = "image"
+    group_reason: str = ""
+    size_features: str = "none"
     _handcrafted: np.ndarray | None = None
     _embeddings: dict[int, np.ndarray] | None = None
 
     @classmethod
     def load(cls, data: str | None, n_folds: int, seed: int, profile: Profile, root: Path,
-             hparams: dict | None = None) -> "StudyData":
+             hparams: dict | None = None, group_by: str | None = None,
+             size_features: str = "auto") -> "StudyData":
         """Load the data set (None: the default synthetic one) and make its grouped folds."""
         from mcn.data.load import load_dataset
-        from mcn.data.splits import make_folds
+        from mcn.data.splits import make_folds, resolve_grouping
 
         dataset = load_dataset(data)
         if len(dataset) == 0:
             raise DataError(f"{data or dataset.root}: the data set holds no crystals")
-        folds = make_folds(dataset, n_splits=n_folds, seed=seed)
-        return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint())
+        from features.handcrafted import resolve_size_features
+
+        group_by, why = resolve_grouping(dataset, n_folds, group_by)
+        folds = make_folds(dataset, n_splits=n_folds, seed=seed, group_by=group_by)
+        size_features = resolve_size_features(dataset, size_features)[0]
+        return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint(),
+                   group_by, why, size_features)
+
+    def search_folds(self, carve: bool = True) -> list[Fold]:
+        """One search split inside each fold's training part, scored on its validation part; `carve`
+        keeps an early-stopping part (CNNs) out of the search's training rows."""
+        from mcn.data.splits import validation_fold
+
+        return [validation_fold(self.dataset, f, self.group_by, self.seed + 1 + f.index, carve) for f in self.folds]
 
     def test_train_ratio(self) -> float:
         """n_test / n_train averaged over the folds, for the corrected resampled t-test."""
@@ -68,7 +86,8 @@ class StudyData:
     def config(self) -> dict:
         """The settings a study's scores depend on (stored with the study, checked on resume)."""
         return {"data_fingerprint": self.fingerprint, "data_name": self.dataset.name,
-                "folds": len(self.folds), "seed": self.seed, "profile": self.profile.name,
+                "folds": len(self.folds), "group_by": self.group_by,
+                "size_features": self.size_features, "seed": self.seed, "profile": self.profile.name,
                 "profile_digest": self.profile.digest(), "hparams": {k: str(v) for k, v in self.hparams.items()}}
 
     def train_config(self, overrides: dict | None = None):
@@ -85,19 +104,20 @@ class StudyData:
     def handcrafted(self) -> np.ndarray:
         """Handcrafted features of every crystal (measured once per study)."""
         if self._handcrafted is None:
-            from features.morphometry import handcrafted_features
+            from features.handcrafted import handcrafted_features
 
-            self._handcrafted = handcrafted_features(self.dataset).to_numpy(np.float64)
+            self._handcrafted = handcrafted_features(self.dataset, self.size_features).to_numpy(np.float64)
         return self._handcrafted
 
     def embedding_dir(self) -> Path:
         """Where the embedding CNN's folds are kept: one folder per data set, folds and settings."""
         import keras
 
+        from mcn.data.splits import folds_hash
         from mcn.train import run_hash
 
         key = run_hash(CNN, self.train_config(), self.model_hparams(), keras.backend.backend())
-        return self.root / "embeddings" / f"{self.dataset.name}-{len(self.folds)}fold-{key}"
+        return self.root / "embeddings" / f"{self.dataset.name}-{len(self.folds)}fold-{folds_hash(self.folds)}-{key}"
 
     def fold_embeddings(self) -> dict[int, np.ndarray]:
         """Fold k's MicroCrystalNet embeddings of every crystal; trained once, resumed from disk."""
@@ -119,29 +139,29 @@ class StudyData:
 
 
 def score_cnn(trial: optuna.Trial, data: StudyData, train_overrides: dict, hparam_overrides: dict,
-              prune: bool = True) -> list[dict]:
-    """Train MicroCrystalNet on each fold with the trial's settings; the fold metrics."""
+              folds: list[Fold], prune: bool = True) -> list[dict]:
+    """Train MicroCrystalNet on each of `folds` with the trial's settings; the fold metrics."""
     from mcn.train import train_fold
 
     config, hparams = data.train_config(train_overrides), data.model_hparams(hparam_overrides)
     done: list[dict] = []
-    for fold in data.folds:
+    for fold in folds:
         result = train_fold(CNN, data.dataset, fold, config, hparams)
-        _record(trial, fold.index, result.metrics, done, prune and fold is not data.folds[-1])
+        _record(trial, fold.index, result.metrics, done, prune and fold is not folds[-1])
     return done
 
 
 def score_classifier(trial: optuna.Trial, data: StudyData, name: str, feature_set: str, params: dict,
-                     prune: bool = True) -> list[dict]:
-    """Fit the classifier `name` on each fold's features with the trial's parameters; fold metrics."""
+                     folds: list[Fold], prune: bool = True) -> list[dict]:
+    """Fit the classifier `name` on each of `folds` with the trial's parameters; fold metrics."""
     from features.crossval import cross_validate_classifier
 
     features = data.features(feature_set)
     done: list[dict] = []
-    for fold in data.folds:
+    for fold in folds:
         result = cross_validate_classifier(name, features, data.dataset.labels, [fold], data.dataset.class_names,
                                            data.seed, **params)[0]
-        _record(trial, fold.index, result["metrics"], done, prune and fold is not data.folds[-1])
+        _record(trial, fold.index, result["metrics"], done, prune and fold is not folds[-1])
     return done
 
 

@@ -27,7 +27,8 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 """Relative to the current directory: `optuna-dashboard sqlite:///mlruns/optuna.db`."""
 
 TARGET_NAME = "mean macro-F1 over CV folds"
-SELECTION_NOTE = ("value: mean macro-F1 over the study's grouped CV folds; it selected these parameters, so it "
+SELECTION_NOTE = ("value: mean macro-F1 over search splits inside the training parts of the grouped CV folds; it "
+                  "selected these parameters, so it "
                   "is an optimistic estimate: confirm with benchmarks.run under another seed")
 
 

@@ -98,10 +98,57 @@ def test_table_has_a_row_per_model_tests_and_files(tmp_path, capsys):
     assert set(rows.index) == {r["model"] for r in found}
     assert rows.loc["microcrystalnet", "rank"] == 1 and np.isnan(rows.loc["microcrystalnet", "p_vs_best"])
     assert rows.loc["vgg16", "p_vs_best"] < 0.05 and rows.loc["densenet121", "error"] == "ValueError: x"
-    assert comparison.friedman is not None and len(comparison.friedman_models) == 3
-    for name in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.png", "critical_difference.png"):
+    assert rows.loc["vgg16", "p_worse"] > 0.99 and rows.loc["vgg16", "p_better"] < 0.01
+    assert np.isnan(rows.loc["microcrystalnet", "p_worse"])
+    for name in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert not (tmp_path / "critical_difference.png").exists()  # no rank test across the folds of one data set
     assert "| 1 | microcrystalnet |" in printed and "failed" in printed
+    assert "sample std, ddof=1" in (tmp_path / "comparison.md").read_text()
+
+
+def test_table_ranks_models_across_data_sets_only(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    dirs = []
+    for d, shift in enumerate((0.0, 0.05, -0.03)):
+        folder = tmp_path / f"data{d}"
+        for model, level in (("microcrystalnet", 0.8), ("vgg16", 0.6), ("knn:hybrid", 0.7)):
+            results_io.save_result(folder, _fake_result(model, level + shift, rng))
+        results_io.write_json(folder / results_io.CONFIG_FILE, {"data_name": f"data{d}", "folds": 5, "seed": 0,
+                                                                 "group_by": "sample", "repeats": 1})
+        dirs.append(str(folder))
+    table.main([*dirs, "--out", str(tmp_path / "ranking")])
+    printed = capsys.readouterr().out
+    ranking = (tmp_path / "ranking" / "ranking.md").read_text()
+    assert "Friedman test over 3 models x 3 data sets" in ranking
+    assert (tmp_path / "ranking" / "critical_difference.png").stat().st_size > 0
+    assert "| microcrystalnet | 1.00 |" in ranking and "grouped by rock sample" in printed
+
+
+def test_bayesian_correlated_ttest_matches_baycomp_and_hand_computation():
+    a = np.array([0.80, 0.82, 0.79, 0.81, 0.83, 0.78, 0.84, 0.80, 0.81, 0.82])
+    b = np.array([0.78, 0.80, 0.80, 0.79, 0.80, 0.79, 0.80, 0.81, 0.78, 0.80])
+    worse, equal, better = stats.bayesian_correlated_ttest(a, b, test_fraction=0.2, rope=0.01)
+    d = a - b
+    scale = math.sqrt((1 / 10 + 0.2 / 0.8) * d.var(ddof=1))
+    assert better == pytest.approx(sps.t.sf(0.01, 9, loc=d.mean(), scale=scale))
+    assert worse == pytest.approx(sps.t.cdf(-0.01, 9, loc=d.mean(), scale=scale))
+    assert worse + equal + better == pytest.approx(1)
+    assert stats.bayesian_correlated_ttest(a, a, 0.2) == (0.0, 1.0, 0.0)
+    assert stats.bayesian_correlated_ttest(a, b, 0.2, rope=1.0)[1] > 0.999
+    baycomp = pytest.importorskip("baycomp")
+    # baycomp orders (left, rope, right) as P(first better), P(equivalent), P(second better); rho = 1/folds
+    left, rope, right = baycomp.two_on_single(a, b, rope=0.01, runs=2)
+    assert (better, equal, worse) == pytest.approx((left, rope, right))
+
+
+def test_corrected_unpaired_ttest_adds_the_corrected_variances():
+    a, b = np.array([0.9, 0.92, 0.88, 0.91, 0.89]), np.array([0.8, 0.83, 0.78, 0.81, 0.79])
+    t, p = stats.corrected_unpaired_ttest(a, b, 0.25, 0.25)
+    va, vb = (0.2 + 0.25) * a.var(ddof=1), (0.2 + 0.25) * b.var(ddof=1)
+    assert t == pytest.approx((a.mean() - b.mean()) / math.sqrt(va + vb))
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    assert p == pytest.approx(2 * sps.t.sf(t, df)) and p < 0.05
 
 
 def test_leftover_temporary_files_are_not_results(tmp_path, capsys):
@@ -129,9 +176,11 @@ def test_models_option_accepts_names_pairs_and_families():
         profiles.resolve_models("nope", p, cnns, clfs)
 
 
-def test_default_profile_is_quick_without_a_gpu():
-    profile, reason = profiles.default_profile("torch")
-    assert profile.name == "quick" and "no GPU" in reason
+@pytest.mark.parametrize("gpu, expected", [(None, "quick"), ("NVIDIA H200", "paper")])
+def test_default_profile_is_paper_on_a_gpu_and_quick_without(monkeypatch, gpu, expected):
+    monkeypatch.setattr(profiles, "detect_gpu", lambda backend: gpu)
+    profile, reason = profiles.default_profile("jax")
+    assert profile.name == expected and ((gpu or "no GPU") in reason)
     assert profiles.QUICK.digest() != profiles.PAPER.digest()
 
 
@@ -395,3 +444,102 @@ def test_one_class_data_set_is_refused_before_training(one_class, tmp_path, monk
     with pytest.raises(SystemExit) as exc:
         _run(["--data", str(one_class), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
     assert "every crystal is of one class" in str(exc.value.code) and str(one_class) in str(exc.value.code)
+
+
+# ---- repeats, tuned rows, cross-fitting --------------------------------------------------------
+
+def test_repeats_and_a_tuned_row(scenes, store, tmp_path):
+    import json
+
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"params": {"C": 0.01}, "config": {"model": "logreg", "feature_set": "handcrafted"}}))
+    out = tmp_path / "out"
+    printed = _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--params", str(params), "--repeats", "2",
+                    "--out", str(out), "--tracking-uri", store, *SMOKE_ARGS])
+    plain, tuned = (results_io.load_result(out, m) for m in ("logreg:handcrafted", "logreg:handcrafted tuned"))
+    assert [f["fold"] for f in plain["folds"]] == [0, 1, 2, 3] and len(tuned["folds"]) == 4
+    assert tuned["classifier"] == "logreg" and tuned["feature_set"] == "handcrafted"
+    assert [f["metrics"]["f1_macro"] for f in tuned["folds"]] != [f["metrics"]["f1_macro"] for f in plain["folds"]]
+    assert "2 repeats with different fold seeds" in printed and "P(better)" in (out / "comparison.md").read_text()
+    config = results_io.read_json(out / results_io.CONFIG_FILE)
+    assert config["repeats"] == 2 and config["tuned"] == {"logreg:handcrafted tuned": {"C": 0.01}}
+    params.write_text(json.dumps({"params": {}, "config": {"model": "microcrystalnet", "feature_set": None}}))
+    with pytest.raises(SystemExit, match="tuned rows are classical models"):
+        _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--params", str(params), "--out",
+              str(tmp_path / "other"), *SMOKE_ARGS])
+
+
+def test_crossfit_training_rows_come_from_cnns_that_never_saw_them():
+    from types import SimpleNamespace
+
+    from features.crossfit import crossfit_features, out_of_fold_embeddings
+    from mcn.data.splits import Fold
+
+    n = 12
+    fold = Fold(0, np.arange(0, 6), np.arange(6, 8), np.arange(8, 12))
+    outer = {0: np.full((n, 2), 9.0)}  # the outer CNN's embeddings: it trained on rows 0..7
+    inner = [SimpleNamespace(test_index=np.array([0, 1, 2, 6]), embeddings=np.full((n, 2), 1.0)),
+             SimpleNamespace(test_index=np.array([3, 4, 5, 7]), embeddings=np.full((n, 2), 2.0))]
+    oof = out_of_fold_embeddings(inner, n)
+    assert np.isnan(oof[8:]).all() and (oof[[0, 1, 2, 6]] == 1).all() and (oof[[3, 4, 5, 7]] == 2).all()
+    handcrafted = np.arange(n, dtype=float)[:, None]
+    x_train, x_test = crossfit_features("hybrid", handcrafted, outer, {0: oof})(fold)
+    np.testing.assert_array_equal(x_train[:, 0], [0, 1, 2, 3, 4, 5, 6, 7])  # training_index order
+    np.testing.assert_array_equal(x_train[:, 1], [1, 1, 1, 2, 2, 2, 1, 2])  # out-of-fold, never the outer CNN's
+    assert (x_test[:, 1:] == 9).all() and x_test[:, 0].tolist() == [8, 9, 10, 11]
+    with pytest.raises(ValueError, match="no out-of-fold embedding"):
+        crossfit_features("embedding", None, outer, {0: out_of_fold_embeddings(inner[:1], n)})(fold)
+
+
+def test_crossfit_run_trains_inner_cnns_per_fold(store, tmp_path):
+    from mcn.data.synthetic import generate
+
+    scenes = generate(tmp_path / "scenes", n_images=8, image_size=256, seed=0)  # 4 images per training part
+    out = tmp_path / "out"
+    _run(["--data", str(scenes), "--models", "logreg:hybrid", "--crossfit", "2", "--group-by", "image",
+          "--out", str(out), "--tracking-uri", store, *SMOKE_ARGS])
+    assert results_io.load_result(out, "logreg:hybrid")["error"] is None
+    assert results_io.read_json(out / results_io.CONFIG_FILE)["crossfit"] == 2
+    for k in (0, 1):
+        assert sorted(p.name for p in (out / "cnn" / "microcrystalnet" / "crossfit" / f"fold_{k}").glob("fold_*")) \
+            == ["fold_0", "fold_1"]
+    assert "cross-fitted over 2 inner folds" in (out / "comparison.md").read_text()
+
+
+# ---- leakage audit and size comparison -----------------------------------------------------------
+
+def test_leakage_audit_compares_the_splits_of_one_model(tiny_scene_dir, tmp_path):
+    import pandas as pd
+
+    from benchmarks import leakage
+
+    out = tmp_path / "leak"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        leakage.main(["--data", str(tiny_scene_dir), "--models", "logreg:handcrafted", "--folds", "2", "--out",
+                      str(out), "--quiet", "--jobs", "1"])
+    table = pd.read_csv(out / "leakage.csv")
+    assert table["split"].tolist() == ["crystal", "image", "sample"] and (table["folds"] == 2).all()
+    reference = table[table["split"] == "sample"].iloc[0]
+    assert reference["f1_macro_inflation"] == 0 and np.isnan(reference["f1_macro_p"])
+    crystal = table[table["split"] == "crystal"].iloc[0]
+    assert crystal["f1_macro_inflation"] == pytest.approx(crystal["f1_macro"] - reference["f1_macro"])
+    assert 0 <= crystal["f1_macro_p"] <= 1 and (out / "leakage.png").stat().st_size > 0
+    folds = pd.read_csv(out / "folds.csv")
+    assert len(folds) == 6 and "random per crystal" in printed.getvalue()
+    with pytest.raises(SystemExit, match="already holds"):
+        leakage.main(["--data", str(tiny_scene_dir), "--models", "logreg:handcrafted", "--out", str(out)])
+
+
+def test_size_comparison_pairs_with_and_without_size_on_the_same_folds(tiny_scene_dir, tmp_path):
+    import pandas as pd
+
+    from benchmarks import size_features
+
+    out = tmp_path / "size"
+    with contextlib.redirect_stdout(io.StringIO()):
+        size_features.main(["--data", str(tiny_scene_dir), "--models", "logreg", "--folds", "2", "--out", str(out),
+                            "--jobs", "1"])
+    folds = pd.read_csv(out / "folds.csv")
+    assert sorted(set(folds["sizes"])) == ["nm", "none"]
+    assert set(folds[folds["sizes"] == "nm"]["n_features"]) == {31} and set(folds[folds["sizes"] == "none"]["n_features"]) == {24}
+    assert "gain" in (out / "size_features.md").read_text()

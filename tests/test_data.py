@@ -17,7 +17,8 @@ from mcn.data.io import read_image, read_labels, read_pixel_size, write_image
 from mcn.data.load import load_dataset
 from mcn.data.patches import given_split, load_patch_folder, patch_mask
 from mcn.data.scenes import iter_scenes, load_scenes
-from mcn.data.splits import grouped_folds, holdout_split
+from mcn.data.splits import (folds_hash, grouped_folds, holdout_split, inner_folds, make_folds,
+                             resolve_grouping)
 from mcn.errors import DataError
 
 
@@ -360,13 +361,24 @@ def _toy_groups(n_images: int = 30, per_image: int = 8, seed: int = 0) -> tuple[
     return labels, groups
 
 
-def test_rotated_copies_only_from_the_training_part():
-    labels, groups = _toy_groups()
-    fold = grouped_folds(labels, groups, n_splits=5, seed=0, class_names=["a", "b", "c", "d"])[0]
-    index, k = balance_by_rotation(labels[fold.train], seed=0)
-    used = fold.train[index]
-    assert set(used) == set(fold.train) and not set(used) & (set(fold.val) | set(fold.test))
-    assert len(used) > len(fold.train)
+def test_balanced_training_arrays_hold_rotations_of_training_crystals_only(tiny_dataset):
+    from mcn.train import training_arrays
+
+    fold = make_folds(tiny_dataset, n_splits=2, seed=0, group_by="image")[0]
+    patches = tiny_dataset.patches(24)
+    x, y = training_arrays(tiny_dataset, fold, 24, balance=True, seed=0)
+
+    def keys(index):
+        return {np.rot90(patches[i], r).tobytes(): tiny_dataset.labels[i] for i in index for r in range(4)}
+
+    train, held = keys(fold.train), keys(np.concatenate([fold.val, fold.test]))
+    assert len(x) > len(fold.train)  # the balancing added rotated copies
+    for patch, label in zip(x, y):
+        key = patch.tobytes()
+        assert key in train and train[key] == label  # a training crystal (maybe rotated), its own label
+        assert key not in held or key in train      # never a validation or test crystal
+    counts = np.bincount(y, minlength=tiny_dataset.num_classes)
+    assert (counts[counts > 0] == counts.max()).all()
 
 
 # --- splits (mcn/data/splits.py) -----------------------------------------------------------------
@@ -410,3 +422,65 @@ def test_grouped_folds_check_without_class_names_sees_every_class():
     labels[np.isin(groups, ["img0", "img1"])] = 3  # class 3 in two images, class 0 absent
     with pytest.raises(ValueError, match="2 for '3'"):
         grouped_folds(labels, groups, n_splits=5)
+
+
+# --- grouping by rock sample ------------------------------------------------------------------------
+
+def _toy_dataset(n_samples: int = 8, images_per_sample: int = 4, per_image: int = 10, seed: int = 0,
+                 with_samples: bool = True):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    images = np.repeat([f"img{i}" for i in range(n_samples * images_per_sample)], per_image)
+    samples = np.array([f"s{int(img[3:]) // images_per_sample}" for img in images]) if with_samples \
+        else np.full(len(images), "", object)
+    labels = rng.integers(0, 4, size=len(images))
+    return SimpleNamespace(labels=labels, image_ids=images, sample_ids=samples, class_names=("a", "b", "c", "d"))
+
+
+@pytest.mark.parametrize("group_by, column", [("sample", "sample_ids"), ("image", "image_ids")])
+def test_no_group_falls_in_two_parts_of_a_fold(group_by, column):
+    ds = _toy_dataset()
+    groups = getattr(ds, column)
+    folds = make_folds(ds, n_splits=4, seed=0, group_by=group_by, repeats=2)
+    assert [f.index for f in folds] == list(range(8)) and [f.repeat for f in folds] == [0] * 4 + [1] * 4
+    for fold in folds:
+        train, val, test = (set(groups[p]) for p in (fold.train, fold.val, fold.test))
+        assert val and not train & val and not train & test and not val & test
+    for repeat in (folds[:4], folds[4:]):
+        assert sorted(np.concatenate([f.test for f in repeat])) == list(range(len(ds.labels)))
+    assert any(not np.array_equal(a.test, b.test) for a, b in zip(folds[:4], folds[4:]))
+    hold = make_folds(ds, seed=0, holdout=True, group_by=group_by)[0]
+    parts = [set(groups[p]) for p in (hold.train, hold.val, hold.test)]
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+
+
+def test_default_grouping_is_sample_where_the_data_allows_it_else_image():
+    ds = _toy_dataset()
+    assert resolve_grouping(ds, 5)[0] == "sample" and "8 rock samples" in resolve_grouping(ds, 5)[1]
+    group_by, why = resolve_grouping(ds, 9)  # more folds than samples
+    assert group_by == "image" and "rock samples (8)" in why
+    group_by, why = resolve_grouping(_toy_dataset(with_samples=False), 5)
+    assert group_by == "image" and "no rock sample" in why
+    by_default = make_folds(ds, n_splits=5, seed=0)
+    assert folds_hash(by_default) == folds_hash(make_folds(ds, n_splits=5, seed=0, group_by="sample"))
+    assert folds_hash(by_default) != folds_hash(make_folds(ds, n_splits=5, seed=0, group_by="image"))
+
+
+def test_impossible_grouping_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="--group-by sample is impossible here: the data records no rock sample"):
+        resolve_grouping(_toy_dataset(with_samples=False), 5, "sample")
+    with pytest.raises(ValueError, match=r"number of rock samples \(8\); got 9"):
+        resolve_grouping(_toy_dataset(), 9, "sample")
+
+
+def test_inner_folds_stay_inside_the_outer_training_part():
+    ds = _toy_dataset()
+    for outer in make_folds(ds, n_splits=4, seed=0, group_by="sample"):
+        inner = inner_folds(ds, outer, 3, seed=0, group_by="sample")
+        training = set(outer.train) | set(outer.val)
+        assert len(inner) == 3
+        assert sorted(np.concatenate([f.test for f in inner])) == sorted(training)
+        for fold in inner:
+            assert set(fold.train) | set(fold.val) | set(fold.test) <= training
+            assert not set(ds.sample_ids[fold.test]) & set(ds.sample_ids[np.concatenate([fold.train, fold.val])])

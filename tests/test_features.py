@@ -12,7 +12,8 @@ from features.crossval import cross_validate_classifier, fit_predict_proba, trai
 from features.embeddings import feature_matrix, feature_names, fold_features
 from features import morphometry
 from features.importance import importance_table, mean_importance, plot_importance
-from features.morphometry import (HANDCRAFTED_COLUMNS, PROPERTIES, handcrafted_features, morphometry_table,
+from features.handcrafted import SHAPE_COLUMNS, SIZE_COLUMNS, handcrafted_features, resolve_size_features
+from features.morphometry import (HANDCRAFTED_COLUMNS, PROPERTIES, morphometry_table,
                                   properties_table)
 from features.zoo import create_classifier, list_classifiers
 from mcn.data.dataset import CrystalDataset
@@ -154,8 +155,7 @@ def test_touches_border_is_passed_through_and_flagged():
     table = morphometry_table(masks, touches_border=[True, False])
     assert table["touches_border"].tolist() == [True, False]
     assert morphometry_table(masks)["touches_border"].isna().all()  # unknown, not False
-    features = handcrafted_features(toy_dataset(2))
-    assert features["touches_border"].tolist() == [1.0, 0, 0, 0, 0, 1.0, 0, 0]
+    assert "touches_border" not in handcrafted_features(toy_dataset(2)).columns  # in the export, not an input
 
 
 def test_notched_crystal_is_likely_occluded():
@@ -216,10 +216,33 @@ def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
 def test_handcrafted_features_are_numeric_and_indexed_by_crystal():
     dataset = toy_dataset(3)
     features = handcrafted_features(dataset)
-    assert list(features.columns) == list(HANDCRAFTED_COLUMNS)
+    assert list(features.columns) == [*SIZE_COLUMNS["nm"], *SHAPE_COLUMNS]
     assert (features.dtypes == np.float64).all()
     assert features.index.tolist() == dataset.crystal_ids.tolist()
     assert features.notna().all().all()
+
+
+def test_size_is_a_classifier_input_and_border_contact_is_not():
+    dataset = toy_dataset(3)
+    features = handcrafted_features(dataset)  # every crystal has a pixel size: physical sizes
+    assert {"area_um2", "axis_major_length_nm", "feret_max_nm"} <= set(features.columns)
+    assert "touches_border" not in features.columns and "touches_border" in morphometry_table(dataset.crop_masks)
+    np.testing.assert_allclose(features["axis_major_length_nm"],
+                               20 * handcrafted_features(dataset, "px")["axis_major_length_px"])
+    assert not set(handcrafted_features(dataset, "none").columns) & {*SIZE_COLUMNS["nm"], *SIZE_COLUMNS["px"]}
+
+
+def test_size_mode_follows_the_pixel_sizes_the_data_has():
+    dataset = toy_dataset(2)
+    assert resolve_size_features(dataset)[0] == "nm"
+    dataset.pixel_size_nm[:] = np.nan
+    with pytest.warns(UserWarning, match="one magnification"):
+        assert resolve_size_features(dataset)[0] == "px"
+    with pytest.raises(ValueError, match="--size-features nm: 8 of 8 crystals have no pixel size"):
+        resolve_size_features(dataset, "nm")
+    dataset.pixel_size_nm[:4] = 20.0
+    mode, why = resolve_size_features(dataset)
+    assert mode == "none" and "only 4 of 8" in why
 
 
 # --- the classical model zoo -----------------------------------------------------------------------
@@ -351,3 +374,26 @@ def test_worker_processes_give_the_same_table(monkeypatch):
     masks, images = [m for m, _ in crystals], [i for _, i in crystals]
     pd.testing.assert_frame_equal(morphometry_table(masks, images, 20.0, n_jobs=2),
                                   morphometry_table(masks, images, 20.0))
+
+
+def test_fold_embeddings_of_another_split_are_refused(tmp_path):
+    from features.embeddings import load_fold_embeddings
+    from mcn.data.splits import make_folds
+    from mcn.train import FoldResult, split_hash
+
+    dataset = toy_dataset(12)
+    dataset.sample_ids[:] = [f"s{(i // 2) % 6}" for i in range(len(dataset))]
+    by_image = make_folds(dataset, n_splits=2, seed=0, group_by="image")
+    for fold in by_image:
+        FoldResult(fold.index, "microcrystalnet", fold.test, dataset.labels[fold.test],
+                   np.full((len(fold.test), 4), 0.25, np.float32), np.zeros((len(dataset), 3), np.float32), {}, {},
+                   1, 0, 1.0, 1.0, 1e-3, 10, 10, "model.keras", "torch", 24, CLASSES, {}, {}, "c",
+                   dataset.fingerprint(), split_hash(fold)).save(tmp_path / f"fold_{fold.index}")
+    assert set(load_fold_embeddings(tmp_path, len(dataset), by_image, dataset.fingerprint())) == {0, 1}
+    for other in (make_folds(dataset, n_splits=2, seed=1, group_by="image"),
+                  make_folds(dataset, n_splits=2, seed=0, group_by="sample"),
+                  make_folds(dataset, n_splits=3, seed=0, group_by="image")):
+        with pytest.raises(DataError, match="another split|no embeddings for fold 2"):
+            load_fold_embeddings(tmp_path, len(dataset), other, dataset.fingerprint())
+    with pytest.raises(DataError, match="another data set"):
+        load_fold_embeddings(tmp_path, len(dataset), by_image, "0" * 16)

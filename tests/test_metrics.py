@@ -59,6 +59,16 @@ def test_class_absent_from_test_part_gives_nan_not_crash(example):
     assert np.isfinite(m["f1_macro"])
 
 
+def test_macro_averages_count_only_classes_present_in_the_test_part():
+    y = np.array([0, 0, 1, 1, 2])
+    p = np.eye(4)[[0, 0, 1, 2, 2]] * 0.7 + 0.075  # one class-1 crystal called class 2; class 3 absent
+    m = classification_metrics(y, p, CLASSES)
+    f1 = f1_score(y, p.argmax(1), labels=[0, 1, 2], average=None)
+    assert m["f1_macro"] == pytest.approx(f1.mean())  # not f1.sum() / 4 with an invented F1 = 0 for RA
+    assert m["recall_macro"] == pytest.approx(m["balanced_accuracy"])
+    assert m["top2"] == pytest.approx(top_k_accuracy_score(y, p, k=2, labels=range(4)))
+
+
 def test_shape_mismatch_is_a_clear_error(example):
     y, p = example
     with pytest.raises(ValueError, match="shape"):

@@ -181,9 +181,11 @@ def test_one_worker_repeats_its_suggestions_from_the_seed():
     assert suggestions() == suggestions() and len(set(suggestions())) == 12
 
 
-def test_microcrystalnet_trial_searches_the_named_parameters(stores, common):
+def test_microcrystalnet_trial_searches_the_named_parameters(stores, common, eight_images):
+    # a CNN's search split needs an early-stopping group besides its training groups: 8 images, not 6
+    argv = [str(eight_images) if a == common[common.index("--data") + 1] else a for a in common]
     hpo.main(["--model", "microcrystalnet", "--params", "fc_dropout,learning_rate", "--trials", "1",
-              "--study-name", "cnn", *common])
+              "--study-name", "cnn", "--group-by", "image", *argv])
     (trial,) = _study(stores, "cnn").trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and set(trial.params) == {"fc_dropout", "learning_rate"}
     assert len(trial.user_attrs["fold_metrics"]) == 2 and 0 <= trial.value <= 1
@@ -241,3 +243,68 @@ def test_resuming_under_other_settings_is_refused(common):
 def test_unknown_ablation_is_an_error(common):
     with pytest.raises(SystemExit, match="unknown ablation 'nope'; choose from nsr"):
         ablation.main([*common, "--ablation", "nope"])
+
+
+def test_search_trials_never_train_or_score_on_a_fold_s_test_part(stores, common, monkeypatch, tiny_dataset):
+    import features.crossval
+    from mcn.data.splits import make_folds
+
+    seen = []
+    original = features.crossval.cross_validate_classifier
+
+    def spy(name, x, y, folds, *args, **kwargs):
+        seen.extend(folds)
+        return original(name, x, y, folds, *args, **kwargs)
+
+    monkeypatch.setattr(features.crossval, "cross_validate_classifier", spy)
+    hpo.main(["--model", "logreg", "--study-name", "no-test", "--trials", "2", *common])
+    outer = {f.index: set(f.test) for f in make_folds(tiny_dataset, n_splits=2, seed=0)}
+    assert len(seen) == 4
+    for fold in seen:
+        assert not outer[fold.index] & (set(fold.train) | set(fold.val) | set(fold.test))
+
+
+@pytest.fixture(scope="module")
+def eight_images(tmp_path_factory):
+    from mcn.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("eight") / "scenes", n_images=8, image_size=256, seed=0)
+
+
+def test_nested_search_scores_each_outer_fold_once_on_data_no_search_saw(stores, eight_images, monkeypatch):
+    import features.crossval
+    from mcn.data.load import load_dataset
+    from mcn.data.splits import make_folds
+
+    calls = []
+    original = features.crossval.cross_validate_classifier
+
+    def spy(name, x, y, folds, *args, **kwargs):
+        calls.append((folds, kwargs))
+        return original(name, x, y, folds, *args, **kwargs)
+
+    monkeypatch.setattr(features.crossval, "cross_validate_classifier", spy)
+    out = stores["out"] / "nested"
+    hpo.main(["--model", "logreg", "--nested", "--trials", "2", "--inner-folds", "2", "--group-by", "image",
+              "--profile", "smoke", "--data", str(eight_images), "--folds", "2", "--quiet", "--storage",
+              stores["optuna"], "--tracking-uri", stores["mlflow"], "--out", str(out)])
+    outer = make_folds(load_dataset(eight_images), n_splits=2, seed=0, group_by="image")
+    assert len(calls) == 2 * (2 * 2 + 2)  # per outer fold: 2 trials x 2 inner folds, the winner, the default
+    for k, fold in enumerate(outer):
+        block = calls[6 * k:6 * (k + 1)]
+        for folds, _ in block[:4]:  # the search never touches the outer test fold
+            assert all(not set(fold.test) & (set(f.train) | set(f.val) | set(f.test)) for f in folds)
+        (tuned,), tuned_params = block[4]
+        (default,), default_params = block[5]
+        assert set(tuned.test) == set(default.test) == set(fold.test)  # scored once each on it
+        assert set(tuned_params) == {"C"} and default_params == {}
+    (folder,) = out.glob("*-nested")
+    table = pd.read_csv(folder / "nested.csv")
+    assert table["outer_fold"].tolist() == [0, 1] and table["best_params"].str.contains('"C"').all()
+    assert "tuned (nested)" in (folder / "nested.md").read_text()
+    runs = _mlflow_runs(stores)
+    parent = runs[runs["tags.mlflow.runName"].str.startswith("nested ")]
+    folds = runs[runs["tags.mlflow.parentRunId"] == parent.run_id.iloc[0]]
+    assert sorted(folds["tags.outer_fold"].astype(int)) == [0, 1]
+    trials = runs[runs["tags.mlflow.parentRunId"].isin(folds.run_id)]
+    assert len(trials) == 4

@@ -21,7 +21,7 @@ from mcn.data.synthetic import generate
 from mcn.evaluate import (input_gradients, plot_confusion, plot_pr_curves, plot_roc_curves, plot_scene_overlay,
                           plot_training_curves, plot_tsne)
 from mcn.metrics import metric_names
-from mcn.train import FoldResult, ResumeError, TrainConfig, cross_validate, fold_dir, main, training_arrays
+from mcn.train import FoldResult, ResumeError, TrainConfig, cross_validate, fold_dir, main
 
 HPARAMS = {"filters": [4, 8], "kernel_sizes": [3, 3], "pca_dim": 6, "fc_units": [16]}
 CONFIG = TrainConfig(epochs=1, batch_size=64, input_size=24, seed=0)
@@ -67,7 +67,7 @@ def test_cv_results_cover_every_crystal(results, dataset):
         assert set(metric_names(dataset.class_names)) <= set(r.metrics)
         assert r.epochs_run == 1 and all(len(r.history[k]) == 1 for k in ("loss", "val_loss", "lr"))
         assert r.history["lr"][0] == pytest.approx(CONFIG.learning_rate)
-        assert r.n_params > 0 and r.flops > 0 and r.input_size == 24 and r.backend == "torch"
+        assert r.n_params > 0 and r.flops > 0 and r.input_size == 24 and r.backend == keras.backend.backend()
 
 
 def test_command_writes_metrics_and_figures(run_dir):
@@ -116,13 +116,31 @@ def test_resume_refuses_other_settings(run_dir, dataset):
                        HPARAMS, run_dir, progress=False)
 
 
-def test_balancing_rotates_training_part_only(dataset):
-    fold = make_folds(dataset, n_splits=2, seed=0)[0]
-    x, y = training_arrays(dataset, fold, 24, balance=True, seed=0)
-    counts = np.bincount(y, minlength=dataset.num_classes)
-    present = counts[counts > 0]
-    assert (present == present.max()).all()
-    assert len(x) == len(y) and len(y) > len(fold.train)
+def test_prepare_model_and_batchnorm_recalibration_see_training_patches_only(dataset, monkeypatch):
+    """The NSR block's PCA and the BatchNorm statistics are fitted on data: training crystals only."""
+    import mcn.models
+    from mcn.train import train_fold
+
+    fold = make_folds(dataset, n_splits=2, seed=0, group_by="image")[0]
+    seen = {}
+    for name in ("prepare_model", "recalibrate_batchnorm"):
+        original = getattr(mcn.models, name)
+
+        def spy(model, x, *args, _name=name, _original=original, **kwargs):
+            seen[_name] = np.array(x)
+            return _original(model, x, *args, **kwargs)
+
+        monkeypatch.setattr(mcn.models, name, spy)
+    train_fold("microcrystalnet", dataset, fold, TrainConfig(epochs=1, batch_size=64, input_size=24, seed=0,
+                                                             recalibrate_bn=True, progress=False), HPARAMS)
+    patches = dataset.patches(24)
+    rotations = {np.rot90(patches[i], r).tobytes() for i in fold.train for r in range(4)}
+    held = {patches[i].tobytes() for i in np.concatenate([fold.val, fold.test])} - rotations
+    assert set(seen) == {"prepare_model", "recalibrate_batchnorm"}
+    for name, x in seen.items():
+        assert len(x) >= len(fold.train) // 2, name  # a real share of the training part, not a token batch
+        keys = {patch.tobytes() for patch in x}
+        assert keys <= rotations and not keys & held, name
 
 
 def test_plot_functions_write_pngs(results, dataset, tmp_path):

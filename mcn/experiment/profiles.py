@@ -47,6 +47,10 @@ class Profile:
     lr_patience: int = 5
     early_stopping_patience: int = 10
     recalibrate_bn: bool = False
+    crossfit: int = 0
+    """Inner folds that cross-fit the embedding CNN for the embedding and hybrid rows (0: off). Each
+    outer fold then trains K more CNNs on ~(K-1)/K of its training part: on in `paper` (meant for a
+    GPU), off in `quick`, whose 15-minute CPU budget cannot pay for 5 x K more trainings."""
     input_sizes: dict[str, int | None] = field(default_factory=dict)
     epochs_per_model: dict[str, int] = field(default_factory=dict)
     hparams: dict[str, dict] = field(default_factory=dict)
@@ -132,6 +136,7 @@ PAPER = Profile(
     description="paper protocol: 30 epochs, batch 32, every CNN at its full input size",
     epochs=30,
     batch_size=32,
+    crossfit=3,
 )
 
 QUICK = Profile(

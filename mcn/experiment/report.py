@@ -1,8 +1,8 @@
 """Report tables: "mean ± std" cells, Markdown and LaTeX, rendered once for every table of the suite,
 and the files of a model comparison (tables, bar chart, critical-difference diagram).
 
-Every table states its spread the same way: the sample standard deviation over folds (ddof=1), named
-in `SPREAD` so captions can say so.
+Every table states its spread the same way: the sample standard deviation over all folds of all
+repeats (ddof=1), named in `SPREAD` so captions can say so.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mcn.experiment.comparison import ALPHA, COMPACT, Comparison
+from mcn.experiment.comparison import ALPHA, COMPACT, Comparison, DatasetRanking
 from mcn.experiment.plots import bar_chart, cd_diagram
 from mcn.files import write_text
 
-SPREAD = "mean ± std over folds (sample std, ddof=1)"
+SPREAD = "mean ± std over all folds of all repeats (sample std, ddof=1)"
 """How every table of the suite states its spread."""
 
 
@@ -70,6 +70,10 @@ def _count(value) -> str:
     return f"{value:.0f}"
 
 
+def _probability(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.2f}"
+
+
 def _p(row: pd.Series) -> str:
     if row["rank"] == 1 and np.isnan(row["p_vs_best"]):
         return "best"
@@ -93,33 +97,59 @@ def display_frame(comparison: Comparison, metrics: list[str] | None = None) -> p
             cells.update({m: mean_std(row[m], row[f"{m}_std"]) for m in metrics})
         cells.update({"params": _count(row["params"]), "FLOPs": _count(row["flops"]),
                       "fit s": mean_std(row["fit_s"], digits=1), "infer ms": mean_std(row["infer_ms"], digits=2),
-                      "mean rank": mean_std(row["mean_rank"], digits=2),
-                      f"p vs best ({comparison.rank_metric})": _p(row)})
+                      f"p vs best ({comparison.rank_metric})": _p(row),
+                      "P(better)": _probability(row["p_better"]), "P(equiv.)": _probability(row["p_equivalent"]),
+                      "P(worse)": _probability(row["p_worse"])})
         rows.append(cells)
     return pd.DataFrame(rows)
 
 
+def caption(comparison: Comparison) -> str:
+    """What every comparison table states: protocol, spread, the tests and the ROPE."""
+    protocol = f"{comparison.protocol}; " if comparison.protocol else ""
+    return (f"{protocol}{SPREAD}; tests against the best model ({comparison.best or '-'}) on "
+            f"{comparison.rank_metric}: p = Nadeau-Bengio corrected resampled t-test (Bouckaert-Frank with "
+            f"repeats), * = significant after Holm's adjustment at alpha {ALPHA}; P(better / equiv. / worse) = "
+            f"Bayesian correlated t-test (Benavoli et al. 2017), ROPE ±{comparison.rope:g}")
+
+
 def write_tables(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
-    """comparison.{md,csv,tex}, the bar chart and the CD diagram under `out_dir`; their paths."""
+    """comparison.{md,csv,tex} and the bar chart under `out_dir`; their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = display_frame(comparison)
     notes = "\n".join(f"- {n}" for n in comparison.notes)
-    legend = (f"{SPREAD}; p vs best: Nadeau-Bengio corrected resampled t-test, "
-              "* = significant after Holm's adjustment at alpha 0.05")
+    legend = caption(comparison)
     paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
              "latex": out_dir / "comparison.tex", "chart": out_dir / "comparison.png"}
     write_text(paths["markdown"], f"{to_markdown(frame)}\n\n{legend}\n\n{notes}\n")
     write_text(paths["csv"], comparison.table.to_csv(index=False))
     write_text(paths["latex"], to_latex(frame, f"Model comparison; {legend}.") + "\n")
     bar_chart(comparison, paths["chart"])
-    if comparison.friedman is not None:
-        paths["cd_diagram"] = cd_diagram(
-            comparison.friedman.mean_ranks, comparison.friedman_models,
-            comparison.friedman.critical_difference, out_dir / "critical_difference.png",
-            f"Mean rank on {comparison.rank_metric} (Friedman p = {comparison.friedman.p_value:.3g})")
     return paths
 
+
+def write_ranking(ranking: DatasetRanking, out_dir: Path, rank_metric: str) -> dict[str, Path]:
+    """ranking.{md,csv} (mean rank of each model across data sets) and, with a Friedman result, the
+    critical-difference diagram, under `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = ranking.scores.T.map(lambda v: f"{v:.3f}")
+    cells.insert(0, "mean rank", ranking.mean_ranks.map(lambda v: f"{v:.2f}"))
+    cells = cells.loc[ranking.mean_ranks.sort_values().index].reset_index(names="model")
+    legend = (f"mean {rank_metric} over the folds of each data set; models ranked per data set, ranks averaged "
+              "over data sets (Demsar 2006)")
+    notes = "\n".join(f"- {n}" for n in ranking.notes)
+    paths = {"markdown": out_dir / "ranking.md", "csv": out_dir / "ranking.csv"}
+    write_text(paths["markdown"], f"{to_markdown(cells)}\n\n{legend}\n\n{notes}\n")
+    write_text(paths["csv"], cells.to_csv(index=False))
+    if ranking.friedman is not None:
+        paths["cd_diagram"] = cd_diagram(
+            ranking.mean_ranks.to_numpy(), list(ranking.mean_ranks.index), ranking.friedman.critical_difference,
+            out_dir / "critical_difference.png",
+            f"Mean rank on {rank_metric} over {len(ranking.scores)} data sets "
+            f"(Friedman p = {ranking.friedman.p_value:.3g})")
+    return paths
 
 
 def compact_markdown(comparison: Comparison) -> str:

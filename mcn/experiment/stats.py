@@ -1,10 +1,13 @@
-"""Significance tests for models compared on the same cross-validation folds.
+"""Significance tests for models compared on the same cross-validation folds, and across data sets.
 
 Fold scores are not independent samples: every pair of training sets shares (K-2)/(K-1) of its
-crystals, so a plain paired t-test on K fold scores finds differences that are not there. The
-Nadeau-Bengio correction inflates the variance by the test/train size ratio to account for that
-overlap. Across many models the Friedman test on per-fold ranks, followed by the Nemenyi critical
-difference (Demsar 2006), says which groups of models cannot be told apart.
+crystals, so a plain paired t-test on K fold scores finds differences that are not there. Within one
+data set the suite uses tests built for that: the Nadeau-Bengio corrected resampled t-test (with R
+repeats of K folds it is Bouckaert and Frank's corrected repeated k-fold test: variance factor
+1/(K R) + n_test/n_train, K R - 1 degrees of freedom) and the Bayesian correlated t-test with a
+region of practical equivalence (Benavoli et al. 2017). The Friedman test on ranks and the Nemenyi
+critical difference (Demsar 2006) assume independent data sets: they rank models ACROSS data sets,
+never across the folds of one.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ def corrected_resampled_ttest(scores_a: np.ndarray, scores_b: np.ndarray,
     """Nadeau-Bengio corrected resampled t-test on paired fold scores: (t, two-sided p).
 
     t = mean(d) / sqrt((1/J + n_test/n_train) * var(d)), d the per-fold differences, J folds,
-    J - 1 degrees of freedom. Equal scores on every fold give (0, 1); a constant non-zero
-    difference gives (+-inf, 0).
+    J - 1 degrees of freedom. With the J = K R folds of R repeated K-fold runs this is the corrected
+    repeated k-fold t-test (Bouckaert and Frank 2004). Equal scores on every fold give (0, 1); a
+    constant non-zero difference gives (+-inf, 0).
     """
     d = np.asarray(scores_a, float) - np.asarray(scores_b, float)
     if d.ndim != 1 or len(d) < 2:
@@ -36,6 +40,33 @@ def corrected_resampled_ttest(scores_a: np.ndarray, scores_b: np.ndarray,
     return float(t), float(2 * stats.t.sf(abs(t), len(d) - 1))
 
 
+def bayesian_correlated_ttest(scores_a: np.ndarray, scores_b: np.ndarray, test_fraction: float,
+                              rope: float = 0.01) -> tuple[float, float, float]:
+    """Posterior probabilities (a worse, practically equivalent, a better) than b.
+
+    Benavoli, Corani, Demsar and Zaffalon (JMLR 2017), correlated t-test: the mean difference has a
+    Student t posterior with n - 1 degrees of freedom, location mean(d) and scale^2 =
+    (1/n + rho/(1 - rho)) var(d), rho = n_test / (n_test + n_train) the correlation of fold scores.
+    "Equivalent" means |difference| < `rope`. Identical scores on every fold are equivalent (1);
+    a constant non-zero difference is certain.
+    """
+    d = np.asarray(scores_a, float) - np.asarray(scores_b, float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need paired scores from >= 2 folds; got shape {d.shape}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
+    if rope < 0:
+        raise ValueError(f"rope must be >= 0; got {rope}")
+    mean, var = d.mean(), d.var(ddof=1)
+    if var == 0:
+        inside = abs(mean) < rope or (rope == 0 and mean == 0)
+        return (0.0, 1.0, 0.0) if inside else ((1.0, 0.0, 0.0) if mean < 0 else (0.0, 0.0, 1.0))
+    scale = np.sqrt((1 / len(d) + test_fraction / (1 - test_fraction)) * var)
+    posterior = stats.t(len(d) - 1, loc=mean, scale=scale)
+    worse, below_rope_top = posterior.cdf(-rope), posterior.cdf(rope)
+    return float(worse), float(below_rope_top - worse), float(1 - below_rope_top)
+
+
 def versus_best(scores: dict[str, np.ndarray], test_train_ratio: float) -> tuple[str, dict[str, float], dict[str, float]]:
     """The entry with the highest mean fold score, and every other entry's corrected resampled
     t-test p-value against it, raw and Holm-adjusted. Entries scored on another number of folds
@@ -45,6 +76,29 @@ def versus_best(scores: dict[str, np.ndarray], test_train_ratio: float) -> tuple
     others = [k for k in scores if k != best and len(scores[k]) == n >= 2]
     raw = np.array([corrected_resampled_ttest(scores[best], scores[k], test_train_ratio)[1] for k in others])
     return best, dict(zip(others, raw)), dict(zip(others, holm(raw)))
+
+
+def corrected_unpaired_ttest(scores_a: np.ndarray, scores_b: np.ndarray, ratio_a: float,
+                             ratio_b: float) -> tuple[float, float]:
+    """Corrected t-test between two cross-validation runs on DIFFERENT splits of one data set
+    (e.g. random vs grouped folds): (t, two-sided p).
+
+    Each run's mean has the Nadeau-Bengio variance (1/J + n_test/n_train) var(scores) of its own J
+    fold scores; the runs' splits are independent draws, so their variances add (Welch, with the
+    Welch-Satterthwaite degrees of freedom). The folds are not paired: fold j of one split has
+    nothing to do with fold j of the other.
+    """
+    a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need >= 2 fold scores per run; got {len(a)} and {len(b)}")
+    va = (1 / len(a) + ratio_a) * a.var(ddof=1)
+    vb = (1 / len(b) + ratio_b) * b.var(ddof=1)
+    diff = a.mean() - b.mean()
+    if va + vb == 0:
+        return (0.0, 1.0) if diff == 0 else (float(np.sign(diff) * np.inf), 0.0)
+    t = diff / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
+    return float(t), float(2 * stats.t.sf(abs(t), df))
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -69,7 +123,7 @@ def average_ranks(scores: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FriedmanResult:
-    """Friedman chi-square over folds x models, each model's mean rank, and the Nemenyi CD."""
+    """Friedman chi-square over data sets x models, each model's mean rank, and the Nemenyi CD."""
 
     statistic: float
     p_value: float
@@ -78,11 +132,14 @@ class FriedmanResult:
 
 
 def friedman(scores: np.ndarray, alpha: float = 0.05) -> FriedmanResult:
-    """Friedman test on a (folds, models) score matrix plus the Nemenyi critical difference."""
+    """Friedman test on a (data sets, models) score matrix plus the Nemenyi critical difference.
+
+    Rows must be independent (different data sets, Demsar 2006), not the folds of one data set."""
     scores = np.asarray(scores, float)
     n_folds, k = scores.shape
     if k < 3 or n_folds < 2:
-        raise ValueError(f"the Friedman test needs >= 3 models and >= 2 folds; got {k} models, {n_folds} folds")
+        raise ValueError(f"the Friedman test needs >= 3 models and >= 2 data sets; got {k} models, "
+                         f"{n_folds} data sets")
     statistic, p = stats.friedmanchisquare(*scores.T)
     return FriedmanResult(float(statistic), float(p), average_ranks(scores),
                           nemenyi_critical_difference(k, n_folds, alpha))

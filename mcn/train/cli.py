@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import mcn
-from mcn.data.splits import make_folds
+from mcn.data.splits import GROUPINGS, describe_grouping, make_folds, resolve_grouping
 from mcn import checks
 from mcn.errors import DataError, exit_interrupted
 from mcn.train.config import OPTIMIZERS, TrainConfig
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=5, help="grouped K-fold CV (default: %(default)s)")
     split.add_argument("--holdout", action="store_true",
                        help="one split instead of CV: a pre-split folder's own, else grouped 80/10/10")
+    p.add_argument("--group-by", choices=GROUPINGS,
+                   help="cross-validation group (default: sample where the data records enough samples, else image)")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
@@ -95,14 +97,18 @@ def main(argv: list[str] | None = None) -> None:
             checks.outside_data(args.out, args.data)
         dataset = load_dataset(args.data, pixel_size_nm=args.pixel_size_nm)
         published = given_split(dataset) if args.holdout else None
-        folds = [published] if published else make_folds(dataset, n_splits=args.folds, seed=args.seed,
-                                                         holdout=args.holdout)
+        if published:
+            folds, split = [published], "the data set's own train/val/test split"
+        else:
+            group_by, why = resolve_grouping(dataset, 2 if args.holdout else args.folds, args.group_by)
+            folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, holdout=args.holdout, group_by=group_by)
+            split = f"{describe_grouping(group_by)} ({why})"
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         exit_interrupted("before training; nothing to resume")
     out_dir = Path(args.out or Path("mlruns") / "train" / f"{args.model}_{dataset.name}")
-    print(f"{dataset.name}: {len(dataset)} crystals {dataset.class_counts()}, {len(folds)} fold(s), "
+    print(f"{dataset.name}: {len(dataset)} crystals {dataset.class_counts()}, {len(folds)} fold(s) {split}, "
           f"{args.model} on {args.backend} -> {out_dir}")
     try:
         results = cross_validate(args.model, dataset, folds, config, hparams, out_dir,
