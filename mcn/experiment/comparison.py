@@ -116,8 +116,8 @@ def compare(results: list[dict], rank_metric: str = DEFAULT_RANK_METRIC, rope: f
         n = len(best["folds"])
         notes.append(f"best model by {rank_metric}: {best['model']}; tests against it on the {n} paired fold "
                      f"scores: corrected resampled t-test (Nadeau-Bengio; with repeats the corrected repeated "
-                     f"k-fold test of Bouckaert-Frank; Holm-adjusted) and Bayesian correlated t-test (Benavoli et al. 2017, ROPE "
-                     f"{rope:g} {rank_metric}); no rank test within one data set: rank models across data "
+                     f"k-fold test of Bouckaert-Frank; Holm-adjusted) and Bayesian correlated t-test "
+                     f"(Benavoli et al. 2017, ROPE {rope:g} {rank_metric}); no rank test within one data set: rank models across data "
                      "sets with `python -m benchmarks.table DIR1 DIR2 ...`")
     table = table.sort_values(["rank", "model"], na_position="last").reset_index(drop=True)
     first = ["rank", "model", "family", "features"]
