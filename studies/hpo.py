@@ -20,7 +20,8 @@ import optuna
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
 from studies import cli, nested, objectives, runs, spaces
-from studies.study import budget_callback, claim, finished_trials, open_study, spent_trials, write_study_outputs
+from studies.study import (budget_callback, claim, finished_trials, open_study, spent_trials, within_budget,
+                           write_study_outputs)
 
 DEFAULT_TRIALS = 20
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
-    objective = _objective(args.model, feature_set, space, data, data.search_folds(carve=feature_set is None), tags)
+    objective = within_budget(_objective(args.model, feature_set, space, data,
+                                         data.search_folds(carve=feature_set is None), tags), args.trials)
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
               "space": {k: repr(v) for k, v in space.items()}}
     try:

@@ -140,6 +140,32 @@ def spent_trials(study: optuna.Study) -> int:
     return sum(t.state in SPENT_STATES for t in study.trials)
 
 
+class OverBudget(ValueError):
+    """A trial created after the study's budget was taken by other workers; it does not run."""
+
+
+def within_budget(objective, n_trials: int):
+    """`objective`, run only by trials within the study's budget.
+
+    Between one worker's budget check (`budget_callback`) and its next trial, another worker can
+    start one too; trial numbers are handed out atomically by the storage, so a trial that finds
+    `n_trials` completed, pruned or running trials numbered before it is surplus: it fails at once
+    (user attribute `over_budget`, no parameters drawn, nothing trained) and stops its worker.
+    """
+    def run(trial: optuna.Trial) -> float:
+        taken = sum(t.number < trial.number for t in trial.study.get_trials(
+            deepcopy=False, states=(*SPENT_STATES, optuna.trial.TrialState.RUNNING)))
+        if taken >= n_trials:
+            trial.set_user_attr("over_budget", True)
+            trial.set_user_attr("error", f"over the study's budget of {n_trials} trials (taken by other workers); "
+                                         "not run")
+            trial.study.stop()
+            raise OverBudget(trial.user_attrs["error"])
+        return objective(trial)
+
+    return run
+
+
 def budget_callback(n_trials: int) -> optuna.study.MaxTrialsCallback:
     """Stop a worker once the study's completed, pruned and running trials reach `n_trials`:
     counting the trials other workers are running keeps several workers within one total."""
