@@ -88,13 +88,21 @@ def estimate_crystal_size_px(image: np.ndarray, polarity: str = "bright") -> tup
     of the image), is the typical crystal size D; the range is D / SIZE_SPREAD to D * SIZE_SPREAD,
     floored at MIN_ESTIMATE_PX.
     """
-    smooth = filters.gaussian(np.asarray(image, np.float32), sigma=1.0)
+    image = np.asarray(image, np.float32)
+    if np.ptp(image) == 0:
+        raise DataError("cannot estimate the crystal size of a blank image; give --crystal-size-nm")
+    typical = _typical_width(image, polarity)
+    return max(typical / SIZE_SPREAD, MIN_ESTIMATE_PX), max(typical * SIZE_SPREAD, 2 * MIN_ESTIMATE_PX)
+
+
+def _typical_width(image: np.ndarray, polarity: str) -> float:
+    """Area-weighted median of the widest inscribed disc of each foreground piece."""
+    smooth = filters.gaussian(image, sigma=1.0)
     if polarity == "dark":
         smooth = smooth.max() - smooth
-    if np.ptp(smooth) == 0:
-        raise DataError("cannot estimate the crystal size of a blank image; give --crystal-size-nm")
     fg = smooth > filters.threshold_multiotsu(smooth, classes=3)[0]
-    fg = morphology.remove_small_objects(morphology.remove_small_holes(fg, max_size=64), max_size=9)
+    fg = morphology.remove_small_holes(fg, max_size=64)
+    fg = morphology.remove_small_objects(fg, max_size=9)
     pieces, n = ndi.label(fg)
     if n == 0:
         raise DataError("no crystals to estimate a size from; give --crystal-size-nm")
@@ -102,8 +110,7 @@ def estimate_crystal_size_px(image: np.ndarray, polarity: str = "bright") -> tup
     widths = 2 * ndi.maximum(ndi.distance_transform_edt(fg), pieces, index)
     order = np.argsort(widths)
     weight = np.cumsum(np.bincount(pieces.ravel(), minlength=n + 1)[index][order])
-    typical = float(widths[order][np.searchsorted(weight, weight[-1] / 2)])
-    return max(typical / SIZE_SPREAD, MIN_ESTIMATE_PX), max(typical * SIZE_SPREAD, 2 * MIN_ESTIMATE_PX)
+    return float(widths[order][np.searchsorted(weight, weight[-1] / 2)])
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:

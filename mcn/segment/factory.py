@@ -1,7 +1,8 @@
 """One way to build any segmenter by name, for every command that segments whole images
 (`mcn.segment.evaluate`, `features.export`): `make_segmenter("classical", pixel_size_nm=10.0)`.
 
-A builder takes keyword arguments and returns an object with `segment(image) -> uint16 labels`.
+A builder takes keyword arguments, always including `pixel_size_nm` (NaN when unknown; a builder
+that works in pixels ignores it), and returns an object with `segment(image) -> uint16 labels`.
 A new segmenter registers its builder with `@register("name")` in this module; an unknown name
 fails with one line listing the names that exist.
 """
@@ -43,7 +44,8 @@ def _classical(pixel_size_nm: float = math.nan, crystal_size_nm: tuple[float, fl
 
 
 @register("sam")
-def _sam(checkpoint: str | None = None, model_type: str = "vit_b", preprocessor=None, **params):
+def _sam(checkpoint: str | None = None, model_type: str = "vit_b", preprocessor=None,
+         pixel_size_nm: float = math.nan, **params):
     """Segment Anything from a user's checkpoint (never downloaded); the preprocessor runs first."""
     if not checkpoint:
         raise DataError("--segmenter sam needs --sam-checkpoint PATH")
