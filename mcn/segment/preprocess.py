@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, morphology
-from skimage.restoration import denoise_nl_means
 
 from mcn.segment.databar import find_data_bar
 
@@ -69,19 +69,27 @@ class CropDataBar:
 @dataclass
 class NLMeans:
     """Edge-preserving non-local-means denoising; the filter strength is `h_factor` times the noise
-    sigma estimated on the image, so one setting fits images of different noise levels."""
+    sigma estimated on the image, so one setting fits images of different noise levels.
 
-    h_factor: float = 0.8
+    OpenCV's fast NLM (`cv2.fastNlMeansDenoising`, patches of `patch_size`, searched within
+    `search_size`): about 3 s for a 2048 px image on one core, where scikit-image's
+    `denoise_nl_means` (fast mode, 5 px patches within 13 px) took 14-38 s. OpenCV denoises 8-bit
+    images, so the image is quantised to 256 levels first; that is finer than SEM noise
+    (sigma >= 1/255 in any image worth denoising) and is undone by the averaging.
+    """
+
+    h_factor: float = 1.0
     patch_size: int = 5
-    patch_distance: int = 6
+    search_size: int = 13
     name: str = "nlm"
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         sigma = noise_sigma(image)
         if sigma == 0:
             return image
-        return denoise_nl_means(image, h=self.h_factor * sigma, sigma=sigma, fast_mode=True,
-                                patch_size=self.patch_size, patch_distance=self.patch_distance)
+        grey = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+        out = cv2.fastNlMeansDenoising(grey, None, self.h_factor * sigma * 255, self.patch_size, self.search_size)
+        return out.astype(np.float64) / 255
 
 
 @dataclass
