@@ -11,8 +11,8 @@ from mcn.data.io import MAX_IMAGE_PIXELS, read_content_rows, read_image
 from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
 from mcn.segment import evaluate as ev
-from mcn.segment.classical import (CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter, estimate_crystal_size_px,
-                                   parse_crystal_size_nm)
+from mcn.segment.classical import (CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter, ScaleWarning,
+                                   estimate_crystal_size_px, parse_crystal_size_nm)
 from mcn.segment.databar import find_data_bar, segment_without_data_bar
 from mcn.segment.factory import make_segmenter
 from mcn.segment.metrics import merges_and_splits, segmentation_metrics, size_agreement
@@ -106,6 +106,19 @@ def test_sizes_follow_pixel_size_and_crystal_size():
     assert make_segmenter("classical", pixel_size_nm=10.0, crystal_size_nm=(500.0, 10000.0)).min_crystal_px == 50.0
     with pytest.raises(DataError, match="unknown segmenter 'nope'; choose from"):
         make_segmenter("nope")
+
+
+def test_carbonate_default_applies_only_where_the_image_fits_it(tiny_scene_dir):
+    scene = next(iter_scenes(tiny_scene_dir))
+    carbonate = ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm)  # no crystal size given
+    assert carbonate.crystal_size_px(scene.image) == pytest.approx(
+        (500 / scene.pixel_size_nm, 10000 / scene.pixel_size_nm))
+    mislabelled = ClassicalSegmenter.for_pixel_size(1.0)  # 1 nm: these crystals would be ~0.1 um
+    with pytest.warns(ScaleWarning, match="outside the default size range"):
+        low, high = mislabelled.crystal_size_px(scene.image)
+    assert low == pytest.approx(estimate_crystal_size_px(scene.image)[0]) and high is None
+    given = ClassicalSegmenter.for_pixel_size(1.0, (20.0, 200.0))  # a range the user gives is used as is
+    assert given.crystal_size_px(scene.image) == (20.0, 200.0)
 
 
 def test_estimated_crystal_size_follows_the_magnification(tiny_scene_dir):

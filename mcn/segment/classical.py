@@ -22,21 +22,30 @@ beat. Pipeline:
    and 10 um crystals alike; for crystals near the smallest size, the neck must be narrower by a
    few pixels, so noise on the outline does not split them). The plateau along an elongated
    crystal stays one seed. Seeds are found on a coarser grid (the distance transform's block
-   maxima, a few blocks across the smallest crystal), which is what keeps this fast. The flooded
+   maxima, a few blocks across the smallest crystal), which is what keeps this fast. Before seeding,
+   the mask is cut where the intensity gradient inside it is at least `edge_cut` times the median
+   gradient on the mask's outline: a step as strong as a crystal's own outline, inside the mask, is
+   where one crystal occludes another (convex overlaps have no neck for the distance transform to
+   find; on synthetic scenes F1 +0.02, on ampis-powder +0.03); facet shading and surface texture
+   are weaker and stay uncut. The flooded
    relief is the negative distance plus `edge_weight` times the intensity gradient, so the split
    line follows the brightness step where one crystal occludes another rather than the straight
    line a pure distance watershed draws;
 5. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter).
 
 Scale: every length derives from the crystal size range (min_crystal_px, max_crystal_px), in
-pixels. `for_pixel_size` sets it from a physical range in nm (`--crystal-size-nm MIN,MAX`); where
-it is not given, it is estimated on each image (`estimate_crystal_size_px`). Images above the pixel
+pixels. `for_pixel_size` sets it from a physical range in nm (`--crystal-size-nm MIN,MAX`); where no
+range is given but the pixel size is known, the carbonate range `CARBONATE_CRYSTAL_SIZE_NM` is used
+on each image whose own typical crystal size (`estimate_crystal_size_px`) lies inside it, and the
+image's estimate otherwise (with a warning: the image is not of carbonate microcrystals at that
+scale, e.g. 200 nm TiO2 particles); with neither, the range is estimated on each image. Images above the pixel
 budget `mcn.data.io.MAX_IMAGE_PIXELS` are refused (`max_pixels` raises it).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -60,6 +69,10 @@ ESTIMATE_PIXELS = 1024 * 1024
 """The size estimate works on the image averaged down to about this many pixels (speed)."""
 MIN_ESTIMATE_PX = 4.0
 """Smallest crystal diameter an estimate may give: below this, an outline is noise."""
+
+
+class ScaleWarning(UserWarning):
+    """The default crystal size range does not fit an image; its own estimate was used."""
 
 
 def parse_crystal_size_nm(text: str | None) -> tuple[float, float] | None:
@@ -94,7 +107,10 @@ def estimate_crystal_size_px(image: np.ndarray, polarity: str = "bright") -> tup
     if np.ptp(image) == 0:
         raise DataError("cannot estimate the crystal size of a blank image; give --crystal-size-nm")
     block = max(1, math.ceil(math.sqrt(image.size / ESTIMATE_PIXELS)))  # the size of crystals, not
-    typical = _typical_width(_block_reduce(image, block, np.mean), polarity) * block  # pixels, matters
+    return _range_around(_typical_width(_block_reduce(image, block, np.mean), polarity) * block)
+
+
+def _range_around(typical: float) -> tuple[float, float]:
     return max(typical / SIZE_SPREAD, MIN_ESTIMATE_PX), max(typical * SIZE_SPREAD, 2 * MIN_ESTIMATE_PX)
 
 
@@ -138,7 +154,9 @@ class ClassicalSegmenter:
     """Threshold + h-maxima distance watershed instance segmenter.
 
     min_crystal_px, max_crystal_px: diameters in pixels of the smallest and largest crystal to
-        keep; None estimates them on each image (`estimate_crystal_size_px`). The smallest sets
+        keep; None estimates them on each image (`estimate_crystal_size_px`). With
+        `size_prior`, the given range is a default that is used only on images whose estimated
+        typical size lies inside it (module doc). The smallest sets
         the minimum area (a disc of that diameter), the smoothing sigma (1/8 of it unless
         `smoothing` is given), the seed scale and the working resolution; instances larger than a
         disc of the largest are dropped (clumps, grains, the field) when it is given.
@@ -151,6 +169,8 @@ class ClassicalSegmenter:
         absolute (module doc, step 4).
     max_hole_px: enclosed dark patches up to this many pixels are filled; None means 8x the
         minimum crystal area.
+    edge_cut: seeds are found on the mask cut along gradients this strong relative to the outline's
+        median gradient (module doc, step 4); None: no cut.
     edge_weight: weight of the (normalised) intensity gradient in the watershed relief, in units
         of the smallest crystal; 0 gives the plain distance watershed.
     work_min_px: working resolution: the image is averaged down by an integer factor while the
@@ -160,12 +180,14 @@ class ClassicalSegmenter:
     """
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
-                 threshold: str = "multiotsu", polarity: str = "bright", split_ratio: float = 0.2,
-                 neck_scale: float = 0.25, smoothing: float | None = None, block_size: int | None = None,
+                 size_prior: bool = False, edge_cut: float | None = 1.0, threshold: str = "multiotsu", polarity: str = "bright",
+                 split_ratio: float = 0.1, neck_scale: float = 1.0, smoothing: float | None = None, block_size: int | None = None,
                  max_hole_px: int | None = None, edge_weight: float = 5.0, work_min_px: float | None = 12.0,
                  preprocessor=None, max_pixels: int | None = MAX_IMAGE_PIXELS):
         self.min_crystal_px = min_crystal_px
         self.max_crystal_px = max_crystal_px
+        self.size_prior = size_prior
+        self.edge_cut = edge_cut
         self.threshold = threshold
         self.polarity = polarity
         self.split_ratio = split_ratio
@@ -182,11 +204,12 @@ class ClassicalSegmenter:
     def for_pixel_size(cls, pixel_size_nm: float, crystal_size_nm: tuple[float, float] | None = None,
                        **params) -> "ClassicalSegmenter":
         """A segmenter for crystals of `crystal_size_nm` = (min, max) diameters in nm at this pixel
-        size. Without a crystal size, or with an unknown (NaN) pixel size, the range is estimated
-        on each image."""
-        if crystal_size_nm is not None and math.isfinite(pixel_size_nm) and pixel_size_nm > 0:
-            params["min_crystal_px"] = crystal_size_nm[0] / pixel_size_nm
-            params["max_crystal_px"] = crystal_size_nm[1] / pixel_size_nm
+        size. Without a crystal size, the carbonate range where it fits each image (module doc);
+        with an unknown (NaN) pixel size, the range is estimated on each image."""
+        if math.isfinite(pixel_size_nm) and pixel_size_nm > 0:
+            params["size_prior"] = crystal_size_nm is None
+            low, high = CARBONATE_CRYSTAL_SIZE_NM if crystal_size_nm is None else crystal_size_nm
+            params["min_crystal_px"], params["max_crystal_px"] = low / pixel_size_nm, high / pixel_size_nm
         return cls(**params)
 
     def _validate(self, image: np.ndarray) -> np.ndarray:
@@ -208,9 +231,19 @@ class ClassicalSegmenter:
         """The (min, max) crystal diameters in px used on `image`: as given, else the smallest is
         estimated; an estimated largest is not used to drop instances (an unsplit clump would lose
         its crystals' area too)."""
-        if self.min_crystal_px is not None:
+        if self.min_crystal_px is not None and not self.size_prior:
             return float(self.min_crystal_px), self.max_crystal_px
-        return estimate_crystal_size_px(image, self.polarity)[0], self.max_crystal_px
+        low, high = estimate_crystal_size_px(image, self.polarity)
+        if self.min_crystal_px is None:
+            return low, self.max_crystal_px
+        typical = math.sqrt(low * high)
+        upper = self.max_crystal_px if self.max_crystal_px is not None else math.inf
+        if self.min_crystal_px <= typical <= upper:
+            return float(self.min_crystal_px), self.max_crystal_px
+        warnings.warn(f"typical crystal {typical:.0f} px is outside the default size range "
+                      f"{self.min_crystal_px:.0f}-{upper:.0f} px; using the image's own estimate "
+                      f"(give --crystal-size-nm to set it)", ScaleWarning, stacklevel=2)
+        return low, None
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float, float | None, int]:
         """Preprocessed image at working resolution, the size range there, and the block factor."""
@@ -250,9 +283,9 @@ class ClassicalSegmenter:
         return _upsample(self._mask(self._smooth(work, low, block), low, block), block, shape)
 
     def _seeds(self, dist: np.ndarray, low: float) -> np.ndarray:
-        """Labelled watershed seeds: h-maxima of log(1 + d / c) on a grid of blocks ~1/6 of the
+        """Labelled watershed seeds: h-maxima of log(1 + d / c) on a grid of blocks ~1/4 of the
         smallest crystal, returned at the distance map's resolution."""
-        grid = max(1, int(low // 6))
+        grid = max(1, int(low // 4))
         coarse = _block_reduce(dist, grid, np.max)
         relief = np.log1p(coarse / (self.neck_scale * low))
         peaks = morphology.h_maxima(relief, -math.log1p(-self.split_ratio))
@@ -265,12 +298,17 @@ class ClassicalSegmenter:
         work, low, high, block = self._prepare(image)
         smooth = self._smooth(work, low, block)
         fg = self._mask(smooth, low, block)
+        grad = filters.sobel(smooth)
+        cut = fg
+        if self.edge_cut is not None and fg.any():
+            outline = fg & ~ndi.binary_erosion(fg)
+            cut = fg & (grad < self.edge_cut * np.median(grad[outline]))
         dist = ndi.distance_transform_edt(fg)
         elevation = -dist
         if self.edge_weight:
-            grad = filters.sobel(smooth)
             elevation += self.edge_weight * low * grad / max(float(grad.max()), 1e-9)
-        labels = segmentation.watershed(elevation, self._seeds(dist, low), mask=fg)
+        seeds = self._seeds(ndi.distance_transform_edt(cut) if cut is not fg else dist, low)
+        labels = segmentation.watershed(elevation, seeds, mask=fg)
         min_area = int(np.pi / 4 * low ** 2)
         max_area = None if high is None else int(np.pi / 4 * high ** 2)
         labels = filter_labels(labels, min_area, max_area)
