@@ -9,9 +9,10 @@ reported. Accuracy (pixel accuracy, IoU, Dice, instance precision/recall/F1 at I
 images, with merges, splits and the D50 error of the equivalent diameters): the classical segmenter,
 and SAM when a checkpoint is given, on the default synthetic scenes (or `--data`) and on the real
 ampis-powder scenes when present. The classical segmenter is timed with the carbonate crystal size
-range at the known pixel size (`classical:carbonate`) and with the size estimated on each image
-(`classical:auto`, as on data without a pixel size); accuracy uses the scenes' pixel size and the
-per-image estimate (ampis-powder records no pixel size).
+range given (`classical:carbonate`), by default (`classical:default`: the carbonate range checked
+against the image's own estimate) and with the size estimated on each image as on data without a
+pixel size (`classical:estimated`); accuracy uses the scenes' pixel size (ampis-powder records
+none, so its sizes are estimated).
 
 Writes OUT/segment_speed.csv and OUT/segment_speed.md (default OUT: mlruns/segment_speed; the
 project's reference results go into benchmarks/results/segment only with `--out`; refuses to
@@ -104,8 +105,9 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
         for name in PAPER_STEPS:
             seconds, _ = _timed(STEPS[name](), images, f"preprocess:{name}")
             rows.append(_row(f"preprocess:{name}", "synthetic", shape, len(images), seconds))
-        for name, sizes in (("carbonate", CARBONATE_CRYSTAL_SIZE_NM), ("auto", None)):
-            classical = ClassicalSegmenter.for_pixel_size(pixel_nm, sizes)
+        for name, nm, sizes in (("carbonate", pixel_nm, CARBONATE_CRYSTAL_SIZE_NM), ("default", pixel_nm, None),
+                                ("estimated", float("nan"), None)):
+            classical = ClassicalSegmenter.for_pixel_size(nm, sizes)
             seconds, labels = _timed(classical.segment, images, f"classical:{name}")
             rows.append(_row(f"classical:{name}", "synthetic", shape, len(images), seconds,
                              _pooled(labels, scenes)))
