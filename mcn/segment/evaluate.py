@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="pixel size of every image (default: images.csv, then the file's metadata)")
     parser.add_argument("--sam-checkpoint", default=None, help="SAM weights, for --segmenter sam")
     parser.add_argument("--sam-model-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
+    parser.add_argument("--segmenter-model", default=None, help="model file of a trained segmenter")
     parser.add_argument("--n-images", type=int, default=None, help="evaluate only the first N scenes")
     parser.add_argument("--out", default=None, help="write the per-image report to this CSV")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -114,9 +115,12 @@ def main(argv: list[str] | None = None) -> None:
             raise DataError(f"--out {args.out}: exists; pass --overwrite to replace it")
         if not Path(args.data).is_dir():
             raise DataError(f"--data {args.data}: not a folder")
-        kwargs = ({"crystal_size_nm": parse_crystal_size_nm(args.crystal_size_nm)} if args.segmenter == "classical"
-                  else {"checkpoint": args.sam_checkpoint, "model_type": args.sam_model_type}
-                  if args.segmenter == "sam" else {})
+        if args.segmenter == "classical":
+            kwargs = {"crystal_size_nm": parse_crystal_size_nm(args.crystal_size_nm)}
+        elif args.segmenter == "sam":
+            kwargs = {"checkpoint": args.sam_checkpoint, "model_type": args.sam_model_type}
+        else:  # a registered model-file segmenter (e.g. the learned one)
+            kwargs = {"model": args.segmenter_model}
         report = evaluate(args.data, args.segmenter, args.pixel_size_nm, args.n_images,
                           progress=not args.quiet, **kwargs)
     except DataError as exc:
