@@ -204,6 +204,14 @@ def test_classical_on_real_ampis_powder(ampis_dir):
     assert m["f1"] > 0.65  # measured 0.74
 
 
+def test_a_blank_image_is_refused_with_one_line():
+    """Issue 12, item 10 (segmenter side): a blank image raised threshold_multiotsu's ValueError,
+    which export does not catch; a DataError lets it skip and count the image."""
+    for segmenter in (ClassicalSegmenter(min_crystal_px=5), ClassicalSegmenter()):
+        with pytest.raises(DataError, match="blank image"):
+            segmenter.segment(np.full((32, 32), 0.5, np.float32))
+
+
 # ---- pixel budget (issue 12, item 12) ------------------------------------------------------------
 
 def test_images_above_the_pixel_budget_are_refused_before_decoding(tmp_path):

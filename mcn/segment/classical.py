@@ -225,6 +225,8 @@ class ClassicalSegmenter:
         if image.ndim != 2:
             raise ValueError(f"segment expects a 2-D grey image; got shape {image.shape}")
         check_image_size(image.shape, self.max_pixels)
+        if image.size == 0 or np.ptp(image) == 0:  # multi-Otsu has no threshold to find
+            raise DataError("blank image (a single grey level): nothing to segment")
         return image.astype(np.float32, copy=False)
 
     def crystal_size_px(self, image: np.ndarray) -> tuple[float, float | None]:
