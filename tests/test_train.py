@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import mcn  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -21,7 +23,9 @@ from mcn.data.synthetic import generate
 from mcn.evaluate import (input_gradients, plot_confusion, plot_pr_curves, plot_roc_curves, plot_scene_overlay,
                           plot_training_curves, plot_tsne)
 from mcn.metrics import metric_names
+from mcn.models import create_model, prepare_model
 from mcn.train import FoldResult, ResumeError, TrainConfig, cross_validate, fold_dir, main, training_arrays
+from mcn.train.folds import save_model
 
 HPARAMS = {"filters": [4, 8], "kernel_sizes": [3, 3], "pca_dim": 6, "fc_units": [16]}
 CONFIG = TrainConfig(epochs=1, batch_size=64, input_size=24, seed=0)
@@ -84,6 +88,26 @@ def test_saved_model_reloads_with_identical_predictions(results, dataset):
     model = keras.saving.load_model(fold.model_path)
     again = model.predict(dataset.patches(fold.input_size)[fold.test_index], verbose=0)
     np.testing.assert_allclose(again, fold.probabilities, rtol=0, atol=1e-6)
+
+
+def test_saved_fold_holds_no_optimizer_state(results):
+    with zipfile.ZipFile(results[0].model_path) as archive, archive.open("model.weights.h5") as weights:
+        with h5py.File(weights) as store:
+            assert "optimizer" not in store and "layers" in store  # Adam's moments were 2/3 of the file
+
+
+def test_saved_model_is_the_size_of_its_weights(tmp_path):
+    """A trained default MicroCrystalNet saves as ~1.0x its float32 weights (with Adam's moments 2.5x)."""
+    model = create_model("microcrystalnet", num_classes=4)
+    x = np.random.default_rng(0).random((160, 64, 64, 1), dtype=np.float32)
+    prepare_model(model, x)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.arange(160) % 4, batch_size=80, epochs=1, verbose=0)
+    save_model(model, tmp_path / "model.keras")
+    weight_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    assert (tmp_path / "model.keras").stat().st_size <= 1.3 * weight_bytes
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_resume_skips_completed_folds(run_dir, dataset, capsys):
