@@ -44,6 +44,8 @@ class FoldResult:
         wall time); best_epoch indexes them (the weights kept).
     seconds_per_epoch: median epoch wall time, so one-off compilation (jax/XLA) does not dominate;
         train_seconds is the whole fit.
+    train_crystals: training crystals per epoch (balancing copies and whole-batch top-up included);
+        None in records written before it was kept.
     """
 
     fold: int
@@ -70,6 +72,7 @@ class FoldResult:
     config_hash: str
     data_fingerprint: str
     split_hash: str
+    train_crystals: int | None = None
 
     ARRAYS = ("test_index", "y_true", "probabilities", "embeddings")
 
