@@ -24,6 +24,7 @@ from mcn.experiment import profiles
 from mcn.experiment.report import mean_std_columns, to_markdown
 from mcn.errors import DataError
 from mcn.files import write_text
+from mcn.train.backend import AUTO, resolve_backend, use_compilation_cache
 
 COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
            "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "train_seconds",
@@ -32,8 +33,8 @@ COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cv_models", description=__doc__.split("\n")[0])
-    p.add_argument("--backend", choices=mcn.BACKENDS,
-                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
+    p.add_argument("--backend", choices=(*mcn.BACKENDS, AUTO), default=os.environ.get("KERAS_BACKEND", "torch"),
+                   help="Keras backend; auto: the one most of the models train fastest on here (default: %(default)s)")
     p.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES),
                    help="training budget (default: %(default)s)")
     p.add_argument("--models", default="cnn",
@@ -126,13 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
 
+        profile = profiles.get_profile(args.profile)
+        models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
+        args.backend = resolve_backend(args.backend, models)
         mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
         from mcn.data.splits import make_folds
-        from mcn.train.backend import use_compilation_cache
-
-        profile = profiles.get_profile(args.profile)
-        models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
         dataset = load_dataset(args.data)
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed)
     except (DataError, ValueError) as exc:

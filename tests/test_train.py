@@ -7,9 +7,14 @@ runs once (module fixture); the other tests reuse its run folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import mcn  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
 import h5py
@@ -25,7 +30,9 @@ from mcn.evaluate import (input_gradients, plot_confusion, plot_pr_curves, plot_
 from mcn.metrics import metric_names
 from mcn.models import create_model, prepare_model
 from mcn.train import FoldResult, ResumeError, TrainConfig, cross_validate, fold_dir, main, training_arrays
+from mcn.train.backend import auto_backend, seed_everything
 from mcn.train.folds import save_model
+from mcn.train.protocol import whole_batches
 
 HPARAMS = {"filters": [4, 8], "kernel_sizes": [3, 3], "pca_dim": 6, "fc_units": [16]}
 CONFIG = TrainConfig(epochs=1, batch_size=64, input_size=24, seed=0)
@@ -170,3 +177,53 @@ def test_command_rejects_bad_path_in_one_line(tmp_path):
     message = str(exit_info.value.code)
     assert message.startswith("error: ") and "missing" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
+
+
+def test_whole_batches_tops_up_with_seeded_repeats():
+    x, y = np.arange(70.0)[:, None], np.arange(70)
+    padded_x, padded_y = whole_batches(x, y, 32, seed=3)
+    assert len(padded_x) == len(padded_y) == 96
+    np.testing.assert_array_equal(padded_x[:70, 0], x[:, 0])
+    np.testing.assert_array_equal(padded_x[70:, 0], padded_y[70:])  # rows repeated with their labels
+    assert len(set(padded_y[70:])) == 26
+    np.testing.assert_array_equal(whole_batches(x, y, 32, seed=3)[1], padded_y)
+    assert len(whole_batches(x[:64], y[:64], 32, seed=3)[0]) == 64 and len(whole_batches(x[:5], y[:5], 32, 0)[0]) == 5
+
+
+def test_training_never_imports_tensorflow_under_another_backend(scenes):
+    """keras.utils.set_random_seed imports TensorFlow whenever it is installed: 6 s per process."""
+    script = ("import sys, mcn; from mcn.data.load import load_dataset; from mcn.data.splits import make_folds; "
+              "from mcn.train import TrainConfig, train_fold; d = load_dataset(sys.argv[1]); "
+              "train_fold('microcrystalnet', d, make_folds(d, n_splits=2, seed=0)[0], TrainConfig(epochs=1, "
+              f"batch_size=64, input_size=24, progress=False), {HPARAMS!r}); "
+              "print('tensorflow' in sys.modules)")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", script, str(scenes)], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_seed_everything_matches_keras_set_random_seed():
+    def weights_after(seed_with) -> list[np.ndarray]:
+        seed_with(7)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(np.ones((16, 4)), np.zeros((16, 2)), batch_size=4, epochs=1, shuffle=True, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(weights_after(keras.utils.set_random_seed), weights_after(seed_everything)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_backend_picks_the_fastest_installed_backend_on_a_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_backend(["microcrystalnet"])[0] == "torch"
+    assert auto_backend(["microcrystalnet", "efficientnetb0"])[0] == "torch"  # a tie keeps the default
+    tensorflow = importlib.util.find_spec("tensorflow") is not None
+    backend, reason = auto_backend(["densenet121", "efficientnetb0", "microcrystalnet"])
+    assert backend == ("tensorflow" if tensorflow else "torch")
+    assert "densenet121, efficientnetb0" in reason and ("not installed" in reason) != tensorflow

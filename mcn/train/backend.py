@@ -6,7 +6,6 @@ Nothing here imports keras at module level: `auto_backend` runs before KERAS_BAC
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from pathlib import Path
@@ -60,3 +59,48 @@ def use_compilation_cache(directory: str | Path) -> bool:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return True
+
+
+CPU_FASTEST = {"microcrystalnet": "torch", "vgg16": "torch", "resnet50": "torch", "inceptionv3": "torch",
+               "densenet121": "tensorflow", "efficientnetb0": "tensorflow"}
+"""The fastest Keras backend per model for training on a CPU, from benchmarks/results/models/
+(`benchmarks.model_speed`, 512 crystals at each model's default size, 2 x86 cores): tensorflow trains
+DenseNet121 and EfficientNetB0 1.6x faster than torch (25 vs 15.5 and 57 vs 36 crystals/s); torch
+wins VGG16 (9.2 vs 6.4) and ResNet50 (16.1 vs 13.4); MicroCrystalNet (103 vs 103) and InceptionV3
+(27 vs 25) tie, which keeps the suite's default, torch."""
+
+AUTO = "auto"
+
+
+def auto_backend(models: list[str]) -> tuple[str, str]:
+    """The Keras backend `--backend auto` picks for training `models` in one process, and why.
+
+    With a CUDA GPU: jax where installed (XLA; 5-18x Keras-on-torch on an H100, see the design
+    notes), else torch. On a CPU: the backend most of `models` train fastest on (`CPU_FASTEST`),
+    torch on a tie or when the winner is not installed (said in the reason). Imports no keras.
+    """
+    import importlib.util
+
+    import torch
+
+    installed = {b for b in mcn.BACKENDS if importlib.util.find_spec(b) is not None}
+    if torch.cuda.is_available():
+        if "jax" in installed:
+            return "jax", "a CUDA GPU is present and jax is installed (XLA is the fast path on a GPU)"
+        return "torch", "a CUDA GPU is present but jax is not installed (pip install -e \".[jax]\")"
+    votes = [CPU_FASTEST.get(m, "torch") for m in models]
+    best = max(sorted(set(votes)), key=lambda b: (votes.count(b), b == "torch"))
+    if votes.count(best) == votes.count("torch"):
+        best = "torch"
+    if best not in installed:
+        return "torch", f"{best} trains {', '.join(models)} fastest on a CPU but is not installed"
+    return best, f"no GPU; {best} trains {', '.join(m for m, b in zip(models, votes) if b == best)} fastest on a CPU"
+
+
+def resolve_backend(name: str, models: list[str]) -> str:
+    """`name`, or for "auto" the backend `auto_backend` picks, printed with its reason."""
+    if name != AUTO:
+        return name
+    backend, reason = auto_backend(models)
+    print(f"backend auto: {backend} ({reason})")
+    return backend
