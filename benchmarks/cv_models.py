@@ -90,7 +90,9 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
             "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,
             "flops": results[0].flops, "seconds_per_epoch": mean["seconds_per_epoch"],
             "epochs_run": mean["epochs_run"], "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
-            "train_crystals_per_second": float(np.mean([r.train_crystals / r.seconds_per_epoch for r in results])),
+            # NaN for folds recorded before train_crystals was kept
+            "train_crystals_per_second": float(np.mean([(r.train_crystals or np.nan) / r.seconds_per_epoch
+                                                        for r in results])),
             "inference_ms_per_crystal": mean["inference_ms_per_crystal"],
             "inference_crystals_per_second": float(np.mean([1 / r.inference_seconds_per_crystal for r in results])),
             "error": ""}
@@ -126,7 +128,6 @@ def write_tables(rows: list[dict], folder: Path) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-
         profile = profiles.get_profile(args.profile)
         models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
         args.backend = resolve_backend(args.backend, models)
