@@ -61,13 +61,14 @@ def use_compilation_cache(directory: str | Path) -> bool:
     return True
 
 
-CPU_FASTEST = {"microcrystalnet": "torch", "vgg16": "torch", "resnet50": "torch", "inceptionv3": "torch",
+CPU_FASTEST = {"microcrystalnet": "tensorflow", "vgg16": "torch", "resnet50": "torch", "inceptionv3": "torch",
                "densenet121": "tensorflow", "efficientnetb0": "tensorflow"}
-"""The fastest Keras backend per model for training on a CPU, from benchmarks/results/models/
-(`benchmarks.model_speed`, 512 crystals at each model's default size, 2 x86 cores): tensorflow trains
-DenseNet121 and EfficientNetB0 1.6x faster than torch (25 vs 15.5 and 57 vs 36 crystals/s); torch
-wins VGG16 (9.2 vs 6.4) and ResNet50 (16.1 vs 13.4); MicroCrystalNet (103 vs 103) and InceptionV3
-(27 vs 25) tie, which keeps the suite's default, torch."""
+"""The fastest Keras backend per model for training on a CPU (`benchmarks.model_speed`, 2 x86 cores).
+Baselines at 96 px (benchmarks/results/models/, 512 crystals): tensorflow trains DenseNet121 and
+EfficientNetB0 1.6x faster than torch (25 vs 15.5 and 57 vs 36 crystals/s); torch wins VGG16 (9.2
+vs 6.4) and ResNet50 (16.1 vs 13.4); InceptionV3 ties (27 vs 25), which keeps the default, torch.
+MicroCrystalNet, torch and tensorflow back to back on a shared CPU: 32 px 142 vs 328 and 156 vs
+218 crystals/s, 64 px 40 vs 83 and 40 vs 46 (an earlier quiet-machine run at 64 px: 103 vs 103)."""
 
 AUTO = "auto"
 
