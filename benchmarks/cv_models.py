@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import mcn
@@ -23,16 +24,17 @@ from mcn.experiment import profiles
 from mcn.experiment.report import mean_std_columns, to_markdown
 from mcn.errors import DataError
 from mcn.files import write_text
+from mcn.train.backend import AUTO, resolve_backend, use_compilation_cache
 
-COLUMNS = ("model", "backend", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
+COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
            "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "train_seconds",
-           "inference_ms_per_crystal", "error")
+           "train_crystals_per_second", "inference_ms_per_crystal", "inference_crystals_per_second", "error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cv_models", description=__doc__.split("\n")[0])
-    p.add_argument("--backend", choices=mcn.BACKENDS,
-                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
+    p.add_argument("--backend", choices=(*mcn.BACKENDS, AUTO), default=os.environ.get("KERAS_BACKEND", "torch"),
+                   help="Keras backend; auto: the one most of the models train fastest on here (default: %(default)s)")
     p.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES),
                    help="training budget (default: %(default)s)")
     p.add_argument("--models", default="cnn",
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
     p.add_argument("--out", default="mlruns/cv_models", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="retrain every fold instead of resuming")
+    p.add_argument("--compile-cache", metavar="DIR",
+                   help="persistent XLA compilation cache (jax backend): each model compiles once per input "
+                        "and batch shape, not once per fold or per run; ignored by the other backends")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -73,7 +78,8 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
     from mcn.train import cross_validate
 
     config = train_config(model, profile, args)
-    row = {"model": model, "backend": keras.backend.backend(), "epochs": config.epochs, "folds": len(folds)}
+    row = {"model": model, "backend": keras.backend.backend(), "device": profiles.detect_gpu(keras.backend.backend())
+           or "cpu", "epochs": config.epochs, "folds": len(folds)}
     try:
         results = cross_validate(model, dataset, folds, config, profile.model_hparams(model),
                                  Path(args.out) / row["backend"] / model, resume=not args.overwrite,
@@ -86,7 +92,12 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
             "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,
             "flops": results[0].flops, "seconds_per_epoch": mean["seconds_per_epoch"],
             "epochs_run": mean["epochs_run"], "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
-            "inference_ms_per_crystal": mean["inference_ms_per_crystal"], "error": ""}
+            # NaN for folds recorded before train_crystals was kept
+            "train_crystals_per_second": float(np.mean([(r.train_crystals or np.nan) / r.seconds_per_epoch
+                                                        for r in results])),
+            "inference_ms_per_crystal": mean["inference_ms_per_crystal"],
+            "inference_crystals_per_second": float(np.mean([1 / r.inference_seconds_per_crystal for r in results])),
+            "error": ""}
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -100,6 +111,9 @@ def markdown(table: pd.DataFrame) -> str:
         "FLOPs / crystal": [f"{v / 1e9:.3f} G" if v == v else "-" for v in table["flops"]],
         "s / epoch": [f"{v:.2f}" if v == v else "-" for v in table["seconds_per_epoch"]],
         "epochs run": [f"{v:.1f}" if v == v else "-" for v in table["epochs_run"]],
+        "train s (all folds)": [f"{v:.0f}" if v == v else "-" for v in table["train_seconds"]],
+        "train crystals / s": [f"{v:,.0f}" if v == v else "-" for v in table["train_crystals_per_second"]],
+        "inference crystals / s": [f"{v:,.0f}" if v == v else "-" for v in table["inference_crystals_per_second"]],
         "error": table["error"].fillna("")})
     return to_markdown(cells)
 
@@ -116,7 +130,9 @@ def write_tables(rows: list[dict], folder: Path) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-
+        profile = profiles.get_profile(args.profile)
+        models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
+        args.backend = resolve_backend(args.backend, models)
         mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
         from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
@@ -128,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
+    if args.compile_cache and use_compilation_cache(args.compile_cache):
+        print(f"XLA compilation cache: {args.compile_cache}")
     print(f"{dataset.name}: {len(dataset)} crystals, {len(folds)} folds {describe_grouping(group_by)} ({why}), "
           f"profile {profile.name}, "
           f"backend {args.backend}")

@@ -1,9 +1,11 @@
-"""Speed of every registry CNN: parameters, FLOPs per crystal and training seconds per epoch.
+"""Speed of every registry CNN: parameters, FLOPs per crystal, training and inference crystals per second.
 
 Each model trains `--epochs` epochs (Adam, categorical cross-entropy, like the paper protocol) on
 `--n-crystals` random synthetic 1-channel crystals at batch `--batch-size`, at its default input size
 (or `--input-size`). Seconds per epoch is the median over the epochs after the first (the first
-includes tracing / XLA compilation, reported on its own); with one epoch it is that epoch.
+includes tracing / XLA compilation, reported on its own); with one epoch it is that epoch. Training
+crystals per second follow from it; inference crystals per second time one prediction pass over the
+same crystals after a warm-up batch.
 MicroCrystalNet's NSR block is fitted on the same crystals first (`prepare_seconds`). A model that
 fails gets an `error` cell and the run goes on (timm's benchmark habit).
 
@@ -37,8 +39,8 @@ from mcn.files import write_text
 
 COLUMNS = (
     "model", "backend", "device", "input_size", "params", "gflops_per_crystal", "n_crystals",
-    "batch_size", "seconds_per_epoch", "first_epoch_seconds", "crystals_per_second", "prepare_seconds",
-    "error",
+    "batch_size", "seconds_per_epoch", "first_epoch_seconds", "train_crystals_per_second",
+    "inference_crystals_per_second", "prepare_seconds", "error",
 )
 
 
@@ -112,12 +114,13 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     import keras
 
     from mcn.models import count_flops, create_model, model_defaults, prepare_model
+    from mcn.train.backend import seed_everything
 
     size = args.input_size or model_defaults(name).input_size
     row = {"model": name, "backend": keras.backend.backend(), "input_size": size,
            "n_crystals": args.n_crystals, "batch_size": args.batch_size}
     try:
-        keras.utils.set_random_seed(args.seed)
+        seed_everything(args.seed)
         rng = np.random.default_rng(args.seed)
         x = rng.random((args.n_crystals, size, size, 1), dtype=np.float32)
         y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, args.n_crystals)]
@@ -130,8 +133,12 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         timer = _epoch_timer()
         model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0, callbacks=[timer])
         per_epoch = float(np.median(timer.seconds[1:] or timer.seconds))
+        model.predict(x[:args.batch_size], batch_size=args.batch_size, verbose=0)
+        start = time.perf_counter()
+        model.predict(x, batch_size=args.batch_size, verbose=0)
         row.update(seconds_per_epoch=per_epoch, first_epoch_seconds=timer.seconds[0],
-                   crystals_per_second=args.n_crystals / per_epoch)
+                   train_crystals_per_second=args.n_crystals / per_epoch,
+                   inference_crystals_per_second=args.n_crystals / (time.perf_counter() - start))
     except Exception as exc:  # noqa: BLE001 - one failing model must not stop the benchmark
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return row

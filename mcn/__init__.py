@@ -9,6 +9,11 @@ import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# OpenMP threads (torch's CPU kernels) busy-wait at every barrier by default: on a CPU shared with
+# other jobs a waiting thread burns the core its partner needs, and a Keras-on-torch training step
+# ran 6x slower (MicroCrystalNet at 32 px: 17-21 -> 99-130 crystals/s with PASSIVE on 2 shared
+# cores; benchmarks.model_speed). Waiting policy only: results do not change. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

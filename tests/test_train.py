@@ -7,10 +7,17 @@ runs once (module fixture); the other tests reuse its run folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import mcn  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -21,7 +28,11 @@ from mcn.data.synthetic import generate
 from mcn.evaluate import (input_gradients, plot_confusion, plot_pr_curves, plot_roc_curves, plot_scene_overlay,
                           plot_training_curves, plot_tsne)
 from mcn.metrics import metric_names
+from mcn.models import create_model, prepare_model
 from mcn.train import FoldResult, ResumeError, TrainConfig, cross_validate, fold_dir, main
+from mcn.train.backend import auto_backend, seed_everything
+from mcn.train.folds import save_model
+from mcn.train.protocol import whole_batches
 
 HPARAMS = {"filters": [4, 8], "kernel_sizes": [3, 3], "pca_dim": 6, "fc_units": [16]}
 CONFIG = TrainConfig(epochs=1, batch_size=64, input_size=24, seed=0)
@@ -84,6 +95,26 @@ def test_saved_model_reloads_with_identical_predictions(results, dataset):
     model = keras.saving.load_model(fold.model_path)
     again = model.predict(dataset.patches(fold.input_size)[fold.test_index], verbose=0)
     np.testing.assert_allclose(again, fold.probabilities, rtol=0, atol=1e-6)
+
+
+def test_saved_fold_holds_no_optimizer_state(results):
+    with zipfile.ZipFile(results[0].model_path) as archive, archive.open("model.weights.h5") as weights:
+        with h5py.File(weights) as store:
+            assert "optimizer" not in store and "layers" in store  # Adam's moments were 2/3 of the file
+
+
+def test_saved_model_is_the_size_of_its_weights(tmp_path):
+    """A trained default MicroCrystalNet saves as ~1.0x its float32 weights (with Adam's moments 2.5x)."""
+    model = create_model("microcrystalnet", num_classes=4)
+    x = np.random.default_rng(0).random((160, 64, 64, 1), dtype=np.float32)
+    prepare_model(model, x)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.arange(160) % 4, batch_size=80, epochs=1, verbose=0)
+    save_model(model, tmp_path / "model.keras")
+    weight_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    assert (tmp_path / "model.keras").stat().st_size <= 1.3 * weight_bytes
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_resume_skips_completed_folds(run_dir, dataset, capsys):
@@ -214,3 +245,53 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(scenes, tmp_path, monkeypatch,
     assert exit_info.value.code == 130
     assert capsys.readouterr().err.strip() == (f"interrupted: 0 of 2 fold(s) saved in {tmp_path / 'run'}; "
                                                "rerun the same command to resume")
+
+
+def test_whole_batches_tops_up_with_seeded_repeats():
+    x, y = np.arange(70.0)[:, None], np.arange(70)
+    padded_x, padded_y = whole_batches(x, y, 32, seed=3)
+    assert len(padded_x) == len(padded_y) == 96
+    np.testing.assert_array_equal(padded_x[:70, 0], x[:, 0])
+    np.testing.assert_array_equal(padded_x[70:, 0], padded_y[70:])  # rows repeated with their labels
+    assert len(set(padded_y[70:])) == 26
+    np.testing.assert_array_equal(whole_batches(x, y, 32, seed=3)[1], padded_y)
+    assert len(whole_batches(x[:64], y[:64], 32, seed=3)[0]) == 64 and len(whole_batches(x[:5], y[:5], 32, 0)[0]) == 5
+
+
+def test_training_never_imports_tensorflow_under_another_backend(scenes):
+    """keras.utils.set_random_seed imports TensorFlow whenever it is installed: 6 s per process."""
+    script = ("import sys, mcn; from mcn.data.load import load_dataset; from mcn.data.splits import make_folds; "
+              "from mcn.train import TrainConfig, train_fold; d = load_dataset(sys.argv[1]); "
+              "train_fold('microcrystalnet', d, make_folds(d, n_splits=2, seed=0)[0], TrainConfig(epochs=1, "
+              f"batch_size=64, input_size=24, progress=False), {HPARAMS!r}); "
+              "print('tensorflow' in sys.modules)")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", script, str(scenes)], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_seed_everything_matches_keras_set_random_seed():
+    def weights_after(seed_with) -> list[np.ndarray]:
+        seed_with(7)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(np.ones((16, 4)), np.zeros((16, 2)), batch_size=4, epochs=1, shuffle=True, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(weights_after(keras.utils.set_random_seed), weights_after(seed_everything)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_backend_picks_the_fastest_installed_backend_on_a_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_backend(["vgg16"])[0] == "torch"
+    assert auto_backend(["vgg16", "densenet121"])[0] == "torch"  # a tie keeps the default
+    tensorflow = importlib.util.find_spec("tensorflow") is not None
+    backend, reason = auto_backend(["densenet121", "efficientnetb0", "resnet50"])
+    assert backend == ("tensorflow" if tensorflow else "torch")
+    assert "densenet121, efficientnetb0" in reason and ("not installed" in reason) != tensorflow

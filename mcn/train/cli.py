@@ -13,6 +13,7 @@ import mcn
 from mcn.data.splits import GROUPINGS, describe_grouping, make_folds, resolve_grouping
 from mcn import checks
 from mcn.errors import DataError, exit_interrupted
+from mcn.train.backend import AUTO, resolve_backend
 from mcn.train.config import OPTIMIZERS, TrainConfig
 from mcn.train.folds import RESULT_FILE, ResumeError, fold_dir
 from mcn.train.protocol import cross_validate
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model constructor argument, repeatable (values parsed as JSON when possible)")
     p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
     p.add_argument("--out", help="run folder (default: mlruns/train/<model>_<data set name>)")
-    p.add_argument("--backend", choices=mcn.BACKENDS,
-                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
+    p.add_argument("--backend", choices=(*mcn.BACKENDS, AUTO), default=os.environ.get("KERAS_BACKEND", "torch"),
+                   help="Keras backend; auto: the fastest for the model on this machine (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="retrain every fold, replacing saved ones")
     p.add_argument("--no-report", action="store_true", help="skip the figures (metrics are still written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        args.backend = resolve_backend(args.backend, [args.model])
         mcn.select_backend(args.backend)
         from mcn.data.load import load_dataset
         from mcn.data.patches import given_split

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mcn.data.balance import apply_rotations, balance_by_rotation
 from mcn.data.splits import Fold
 from mcn.metrics import classification_metrics
+from mcn.train.backend import seed_everything
 from mcn.train.config import TrainConfig
 from mcn.train.folds import (HISTORY_KEYS, MODEL_FILE, RESULT_FILE, FoldResult, check_resumable, fold_dir, run_hash,
                              save_fold, split_hash)
@@ -80,21 +81,38 @@ def training_arrays(dataset, fold: Fold, size: int, balance: bool, seed: int) ->
     return apply_rotations(x[index], k), y[index]
 
 
+def whole_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top the training set up to a whole number of batches with seeded random repeats of its rows.
+
+    Every training step then has one batch shape, so jax and tensorflow trace and compile the step
+    once per model and input size, not once more per fold for a last partial batch whose size
+    depends on the fold (on a GPU a jax train-step compilation costs 20-80 s). At most
+    batch_size - 1 repeats; a set smaller than one batch is left as it is.
+    """
+    short = -len(x) % batch_size
+    if len(x) < batch_size or short == 0:
+        return x, y
+    extra = np.random.default_rng(seed).choice(len(x), short, replace=False)
+    return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
+
+
 def predict_all(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Class probabilities and penultimate-layer embeddings of every patch from one pass, and the
-    seconds per crystal of that pass. It is timed after a warm-up on each batch shape (jax and
-    tensorflow trace / compile once per shape, the last partial batch included)."""
+    seconds per crystal of that pass. The input is padded with blank patches to whole batches (their
+    outputs dropped: inference treats rows independently), so jax and tensorflow compile one batch
+    shape per model and input size; the pass is timed after a warm-up batch that compiles it."""
     import keras
 
     from mcn.models import embedding_model
 
     both = keras.Model(model.input, [model.output, embedding_model(model).output])
-    for shape in {min(batch_size, len(x)), len(x) % batch_size} - {0}:
-        both.predict(x[:shape], batch_size=batch_size, verbose=0)
+    padded = np.concatenate([x, np.zeros((-len(x) % batch_size, *x.shape[1:]), x.dtype)])
+    both.predict(padded[:batch_size], batch_size=batch_size, verbose=0)
     start = time.perf_counter()
-    probabilities, embeddings = both.predict(x, batch_size=batch_size, verbose=0)
+    probabilities, embeddings = both.predict(padded, batch_size=batch_size, verbose=0)
     seconds = (time.perf_counter() - start) / max(len(x), 1)
-    return probabilities.astype(np.float32), embeddings.astype(np.float32).reshape(len(x), -1), seconds
+    n = len(x)
+    return probabilities[:n].astype(np.float32), embeddings[:n].astype(np.float32).reshape(n, -1), seconds
 
 
 def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparams: dict | None = None,
@@ -113,10 +131,11 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     hparams = dict(hparams or {})
     size = config.input_size or model_defaults(model_name).input_size
     seed = fold_seed(config.seed, fold.index)
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     n_classes = dataset.num_classes
     x_all = dataset.patches(size)
-    x_train, y_train = training_arrays(dataset, fold, size, config.balance, seed)
+    x_train, y_train = whole_batches(*training_arrays(dataset, fold, size, config.balance, seed),
+                                     config.batch_size, seed)
 
     model = create_model(model_name, input_shape=(size, size, 1), num_classes=n_classes, **hparams)
     prepare_model(model, x_train, seed=seed)
@@ -150,7 +169,7 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
         flops=int(count_flops(model)), model_path="", backend=keras.backend.backend(), input_size=size,
         class_names=dataset.class_names, hparams=hparams, config=config.settings(),
         config_hash=run_hash(model_name, config, hparams, keras.backend.backend()),
-        data_fingerprint=dataset.fingerprint(), split_hash=split_hash(fold))
+        data_fingerprint=dataset.fingerprint(), split_hash=split_hash(fold), train_crystals=len(x_train))
     if out_dir is not None:
         save_fold(result, model, fold_dir(out_dir, fold.index))
     return result
