@@ -39,6 +39,9 @@ OUTLINE_POINTS = 120
 """Corners and notches are searched on at most about this many outline points (every k-th point):
 enough for a tolerance of a few percent of the diameter, and the cost no longer grows with size."""
 
+_UNSAMPLED = "_texture_unsampled"
+"""Key of a measured row whose mask vanished at the texture size (see `texture.texture_patch`)."""
+
 PARALLEL_CHUNK = 100
 """Crystals per task sent to a worker process: large enough that pickling the crops is noise."""
 
@@ -182,6 +185,7 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     table = table[list(PROPERTIES)].astype({name: p.dtype for name, p in PROPERTIES.items()})
     table.attrs["units"] = {name: p.unit for name, p in PROPERTIES.items()}
     _warn_small(table)
+    _warn_unsampled([i for i, row in enumerate(rows) if row.get(_UNSAMPLED)])
     return table
 
 
@@ -272,10 +276,14 @@ def _measure(mask: np.ndarray, image: np.ndarray | None) -> tuple[dict, np.ndarr
     if image is None:
         return out, None
     image = np.asarray(image, dtype=np.float32)
-    patch, interior = texture.texture_patch(image, mask)
+    out.update(texture.intensity_features(image, mask))
+    sampled = texture.texture_patch(image, mask)
+    if sampled is None:
+        out[_UNSAMPLED] = True
+        return out, None
+    patch, interior = sampled
     edges = texture.edge_map(patch, interior)
     out["facet_count"] = facets.facet_count(edges, interior)
-    out.update(texture.intensity_features(image, mask))
     out.update(texture.texture_features(patch, interior, edges))
     return out, texture.glcm(patch, interior)
 
@@ -370,6 +378,14 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else np.nan
+
+
+def _warn_unsampled(rows: list[int]) -> None:
+    if rows:
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        warnings.warn(f"morphometry: {len(rows)} crystal mask(s) too thin to keep a pixel at the "
+                      f"{texture.TEXTURE_SIZE} px texture size (rows {shown}); their facet and texture "
+                      "columns are NaN", stacklevel=3)
 
 
 def _warn_small(table: pd.DataFrame) -> None:

@@ -351,3 +351,18 @@ def test_worker_processes_give_the_same_table(monkeypatch):
     masks, images = [m for m, _ in crystals], [i for _, i in crystals]
     pd.testing.assert_frame_equal(morphometry_table(masks, images, 20.0, n_jobs=2),
                                   morphometry_table(masks, images, 20.0))
+
+
+def test_thin_mask_that_vanishes_at_the_texture_size_gets_nan_texture_not_a_crash():
+    """Issue 12 item 11: a 1-pixel-thin crystal 180 px long has no pixel left at the texture size."""
+    thin = np.zeros((3, 200), bool)
+    thin[1, 10:190] = True
+    image = np.random.default_rng(0).random((3, 200)).astype(np.float32)
+    disc = disc_mask(10)
+    with pytest.warns(UserWarning, match=r"1 crystal mask\(s\) too thin .* texture size \(rows 0\)"):
+        table = morphometry_table([thin, disc], [image, np.full(disc.shape, 0.5, np.float32)])
+    thin_row, disc_row = table.iloc[0], table.iloc[1]
+    assert thin_row["area_px"] == 180 and thin_row["feret_max_px"] == pytest.approx(np.hypot(1, 180))
+    assert thin_row["intensity_mean"] == pytest.approx(image[thin].mean())
+    assert thin_row[["edge_density", "glcm_contrast", "lbp_entropy"]].isna().all() and pd.isna(thin_row["facet_count"])
+    assert np.isfinite(disc_row["edge_density"]) and np.isfinite(disc_row["glcm_contrast"])
