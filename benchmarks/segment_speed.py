@@ -6,12 +6,17 @@ the same field and crystals as the default 1024 px / 20 nm scenes), and SAM's au
 segmentation. SAM timing needs no real weights (time does not depend on them): without
 `--sam-checkpoint` a ViT of `--sam-model-type` is built with random weights and its accuracy is not
 reported. Accuracy (pixel accuracy, IoU, Dice, instance precision/recall/F1 at IoU 0.5, pooled over
-images): the classical segmenter, and SAM when a checkpoint is given, on the default synthetic
-scenes (or `--scenes`) and on the real ampis-powder scenes when present.
+images, with merges, splits and the D50 error of the equivalent diameters): the classical segmenter,
+and SAM when a checkpoint is given, on the default synthetic scenes (or `--data`) and on the real
+ampis-powder scenes when present. The classical segmenter is timed with the carbonate crystal size
+range at the known pixel size (`classical:carbonate`) and with the size estimated on each image
+(`classical:auto`, as on data without a pixel size); accuracy uses the scenes' pixel size and the
+per-image estimate (ampis-powder records no pixel size).
 
-Writes OUT/segment_speed.csv and OUT/segment_speed.md (refuses to replace them without --overwrite).
-Small check: `python -m benchmarks.segment_speed --image-size 512 --n-images 2 --accuracy-images 2
---sam-points-per-side 4 --out /tmp/segbench`. GPU run of SAM alone: `--sam-only --skip-accuracy
+Writes OUT/segment_speed.csv and OUT/segment_speed.md (default OUT: mlruns/segment_speed; the
+project's reference results go into benchmarks/results/segment only with `--out`; refuses to
+replace them without --overwrite). Small check: `python -m benchmarks.segment_speed --image-size 512
+--n-images 2 --accuracy-images 2 --sam-points-per-side 4 --out /tmp/segbench`. GPU run of SAM alone: `--sam-only --skip-accuracy
 --sam-precision bf16`.
 """
 
@@ -34,16 +39,14 @@ from benchmarks.table import to_markdown
 from mcn.data.scenes import iter_scenes
 from mcn.data.synthetic import default_dataset_dir, generate
 from mcn.errors import DataError
-from mcn.segment.classical import ClassicalSegmenter
-from mcn.segment.metrics import pool_metrics, segmentation_metrics
+from mcn.segment.classical import CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter
+from mcn.segment.metrics import equivalent_diameters, pool_metrics, segmentation_metrics, size_agreement
 from mcn.segment.preprocess import PAPER_STEPS, STEPS
 from mcn.files import write_text
 
 DEFAULT_FIELD_NM = 1024 * 20.0
 """Field of view of the default synthetic scenes (1024 px at 20 nm)."""
 AMPIS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ampis-powder"
-AMPIS_MIN_CRYSTAL_PX = 12.0
-"""Tuned on ampis-powder (no pixel size recorded, so set in pixels)."""
 
 
 def _timed(fn, images: list[np.ndarray], desc: str) -> tuple[float, list]:
@@ -61,10 +64,19 @@ def _row(task: str, data: str, size: tuple[int, int], n: int, seconds: float | N
          metrics: dict | None = None, **extra) -> dict:
     row = {"task": task, "data": data, "image_px": f"{size[0]}x{size[1]}", "n_images": n,
            "seconds_per_image": seconds}
-    for key in ("pixel_accuracy", "iou", "dice", "precision", "recall", "f1"):
+    for key in ("pixel_accuracy", "iou", "dice", "precision", "recall", "f1", "n_merges", "n_splits",
+                "d50_rel_error"):
         row[key] = None if metrics is None else metrics[key]
     row.update(extra)
     return row
+
+
+def _pooled(labels: list[np.ndarray], scenes: list) -> dict:
+    """Pooled segmentation metrics and the size agreement of predicted vs true instances."""
+    pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
+    pooled.update(size_agreement(np.concatenate([equivalent_diameters(p) for p in labels]),
+                                 np.concatenate([equivalent_diameters(s.labels) for s in scenes])))
+    return pooled
 
 
 def _sam_segmenter(args: argparse.Namespace):
@@ -92,14 +104,15 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
         for name in PAPER_STEPS:
             seconds, _ = _timed(STEPS[name](), images, f"preprocess:{name}")
             rows.append(_row(f"preprocess:{name}", "synthetic", shape, len(images), seconds))
-        classical = ClassicalSegmenter.for_pixel_size(pixel_nm)
-        seconds, labels = _timed(classical.segment, images, "classical")
-        pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
-        rows.append(_row("classical", "synthetic", shape, len(images), seconds, pooled))
+        for name, sizes in (("carbonate", CARBONATE_CRYSTAL_SIZE_NM), ("auto", None)):
+            classical = ClassicalSegmenter.for_pixel_size(pixel_nm, sizes)
+            seconds, labels = _timed(classical.segment, images, f"classical:{name}")
+            rows.append(_row(f"classical:{name}", "synthetic", shape, len(images), seconds,
+                             _pooled(labels, scenes)))
     if not args.no_sam:
         sam = _sam_segmenter(args)
         seconds, labels = _timed(sam.segment, images, "SAM")
-        pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
+        pooled = _pooled(labels, scenes)
         rows.append(_row(f"sam:{args.sam_model_type}:{args.sam_precision}", "synthetic", shape,
                          len(images), seconds, pooled if args.sam_checkpoint else None,
                          device=str(sam.device_), weights=args.sam_checkpoint or "random"))
@@ -108,30 +121,25 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
 
 def accuracy_rows(args: argparse.Namespace) -> list[dict]:
     """Pooled metrics of the classical segmenter (and SAM with a checkpoint) on scene data sets."""
-    sets = [("synthetic-default" if args.scenes is None else Path(args.scenes).name,
-             Path(args.scenes) if args.scenes else default_dataset_dir(), None)]
+    sets = [("synthetic-default" if args.data is None else Path(args.data).name,
+             Path(args.data) if args.data else default_dataset_dir())]
     if args.ampis and Path(args.ampis).is_dir():
-        sets.append(("ampis-powder", Path(args.ampis), AMPIS_MIN_CRYSTAL_PX))
+        sets.append(("ampis-powder", Path(args.ampis)))
     rows = []
-    for name, root, min_px in sets:
+    for name, root in sets:
         scenes = list(iter_scenes(root))[: args.accuracy_images]
         segmenters = [("classical", None)]
         if args.sam_checkpoint and not args.no_sam:
             segmenters.append((f"sam:{args.sam_model_type}", _sam_segmenter(args)))
         for task, segmenter in segmenters:
-            per_image, seconds = [], []
+            outputs, seconds = [], []
             for scene in tqdm(scenes, desc=f"{task} on {name}"):
-                if segmenter is None:
-                    segmenter_now = (ClassicalSegmenter(min_crystal_px=min_px) if min_px is not None
-                                     else ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm))
-                else:
-                    segmenter_now = segmenter
+                segmenter_now = segmenter or ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm)
                 start = time.perf_counter()
-                labels = segmenter_now.segment(scene.image)
+                outputs.append(segmenter_now.segment(scene.image))
                 seconds.append(time.perf_counter() - start)
-                per_image.append(segmentation_metrics(labels, scene.labels))
             rows.append(_row(task, name, scenes[0].image.shape, len(scenes), float(np.median(seconds)),
-                             pool_metrics(per_image)))
+                             _pooled(outputs, scenes)))
     return rows
 
 
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=2048, help="speed-test image side in px")
     parser.add_argument("--n-images", type=int, default=3,
                         help="timed images (the first is also run once untimed as a warm-up)")
-    parser.add_argument("--scenes", default=None, help="accuracy scenes (default: default synthetic set)")
+    parser.add_argument("--data", default=None, help="accuracy scenes (default: default synthetic set)")
     parser.add_argument("--ampis", default=str(AMPIS_DIR), help="ampis-powder scenes ('' to skip)")
     parser.add_argument("--accuracy-images", type=int, default=None, help="use only the first N scenes")
     parser.add_argument("--sam-checkpoint", default=None, help="SAM weights (default: random, timing only)")
@@ -168,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sam-only", action="store_true",
                         help="time SAM alone (a GPU run: the CPU timings belong to the CPU machine)")
     parser.add_argument("--device", default=None, help="cuda or cpu for SAM (default: cuda if available)")
-    parser.add_argument("--out", default="benchmarks/results/segment", help="output folder")
+    parser.add_argument("--out", default="mlruns/segment_speed",
+                        help="output folder (default: %(default)s; reference results: benchmarks/results/segment)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
     args = parser.parse_args(argv)
     out = Path(args.out)

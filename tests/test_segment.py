@@ -18,7 +18,8 @@ from mcn.segment import finetune as ft
 from mcn.segment.classical import ClassicalSegmenter
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
 from mcn.segment.postprocess import MaskCandidate, border_flags, filter_labels, masks_to_labels
-from mcn.segment.preprocess import CropDataBar, NLMeans, Preprocessor, detect_databar, snr_db
+from mcn.segment.databar import find_data_bar
+from mcn.segment.preprocess import CropDataBar, NLMeans, Preprocessor, snr_db
 from mcn.segment.sam import SamSegmenter, load_sam, tile_boxes
 
 TINY = 64
@@ -155,8 +156,8 @@ def test_databar_is_detected_and_cropped():
     bar = np.zeros((12, 96), np.float32)
     bar[3:9, 10:40] = 1.0  # white text on the black band
     with_bar = np.vstack([image, bar])
-    assert detect_databar(with_bar) == 12
-    assert detect_databar(image) == 0
+    assert find_data_bar(with_bar) == 96
+    assert find_data_bar(image) is None
     assert CropDataBar()(with_bar).shape == image.shape
     assert CropDataBar(fraction=0.25)(image).shape == (72, 96)
     steps = Preprocessor(steps=(CropDataBar(), NLMeans(h_factor=0.5)))

@@ -9,6 +9,10 @@ metadata where present and the source is recorded next to the value:
   resolution tags in centimetres written by other tools, or an ImageJ calibration.
 - "unknown": NaN.
 Resolution tags in inches are ignored: 72/96/300 dpi are screen and print defaults, not a scale.
+
+The same vendor tags record the height of the micrograph without the data bar the instrument writes
+under it (`read_content_rows`), and images above a pixel budget are refused before they are decoded
+(`MAX_IMAGE_PIXELS`): a 20000 x 20000 TIFF took 4.9 GB just to read and then failed to segment.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 _GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # ITU-R 709, as skimage
 _LENGTH_IN_NM = {"pm": 1e-3, "nm": 1.0, "µm": 1e3, "μm": 1e3, "um": 1e3, "micron": 1e3, "mm": 1e6}
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Pixel budget of one image (67 Mpx): segmenting costs about 40 bytes per pixel (float images, the
+distance transform, labels), so 2.7 GB at the budget. Larger images are refused unless the caller
+raises the budget (`max_pixels`, the `--max-pixels` flag)."""
 _MAX_RESOLUTION_NM = 1e5
 """Resolution tags giving pixels larger than 100 µm are print settings, not an SEM scale."""
 
@@ -38,13 +46,24 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def check_image_size(shape: tuple[int, ...], max_pixels: int | None = MAX_IMAGE_PIXELS,
+                     name: str = "image") -> None:
+    """Refuse an image of `shape` above `max_pixels` (None: no limit) with one line naming it."""
+    pixels = int(np.prod(shape[:2]))
+    if max_pixels is not None and pixels > max_pixels:
+        raise DataError(f"{name}: {shape[0]}x{shape[1]} = {pixels / 1e6:.1f} Mpx is above the budget of "
+                        f"{max_pixels / 1e6:.1f} Mpx (about {40 * pixels / 1e9:.1f} GB to segment); crop or "
+                        f"downsample it, or raise the budget with --max-pixels {pixels}")
+
+
+def read_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     """A 2-D float32 grey image in [0, 1]: 8/16-bit grey, RGB(A) or palette TIFF, PNG or JPEG.
 
     Integers are divided by their type's maximum (no contrast stretch: that is preprocessing's job);
-    RGB becomes luminance; a float image outside [0, 1] is rescaled to it.
+    RGB becomes luminance; a float image outside [0, 1] is rescaled to it. Images above `max_pixels`
+    are refused before their pixels are decoded (`check_image_size`).
     """
-    array = _read_raw(path)
+    array = _read_raw(path, max_pixels=max_pixels)
     if array.ndim == 3 and array.shape[-1] in (2, 4):  # drop alpha
         array = array[..., :-1]
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -136,6 +155,29 @@ def read_pixel_size(path: str | Path) -> tuple[float, str]:
     return math.nan, "unknown"
 
 
+def read_content_rows(path: str | Path) -> int | None:
+    """Rows of micrograph above the data bar, from the vendor metadata of a TIFF; None where the file
+    records no micrograph height smaller than the image (then only the image can show a bar, see
+    `mcn.segment.databar.find_data_bar`). FEI/Thermo: `[Image] ResolutionY`; Zeiss: the height of
+    the store resolution `dp_image_store` ("1024 * 768")."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            height = page.imagelength
+            rows = None
+            if page.is_fei:
+                rows = (tif.fei_metadata or {}).get("Image", {}).get("ResolutionY")
+            elif page.is_sem:
+                store = (tif.sem_metadata or {}).get("dp_image_store")
+                match = re.fullmatch(r"\s*\d+\s*\*\s*(\d+)\s*", str(store[1])) if store and len(store) > 1 else None
+                rows = int(match.group(1)) if match else None
+    except Exception as exc:  # a broken file or tag raises many types inside tifffile
+        raise DataError(f"{path}: cannot read TIFF metadata ({_one_line(exc)})") from exc
+    return int(rows) if isinstance(rows, int) and 0 < rows < height else None
+
+
 def _zeiss_nm(tif: tifffile.TiffFile, page) -> float | None:
     """`ap_image_pixel_size`, parsed by tifffile as ('Image Pixel Size', 12.3, 'nm')."""
     entry = (tif.sem_metadata or {}).get("ap_image_pixel_size") if page.is_sem else None
@@ -183,13 +225,15 @@ def _check_file(path: str | Path) -> None:
         raise DataError(f"{path}: file not found")
 
 
-def _read_raw(path: str | Path, indices: bool = False) -> np.ndarray:
-    """The stored pixel array (first page of a TIFF); palettes are applied unless `indices` (masks)."""
+def _read_raw(path: str | Path, indices: bool = False, max_pixels: int | None = None) -> np.ndarray:
+    """The stored pixel array (first page of a TIFF); palettes are applied unless `indices` (masks).
+    The size is checked against `max_pixels` from the header, before decoding."""
     _check_file(path)
     try:
         if Path(path).suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
+                check_image_size((page.imagelength, page.imagewidth), max_pixels, str(path))
                 array = page.asarray()
                 palette = page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None
                 if palette and not indices:
@@ -198,10 +242,13 @@ def _read_raw(path: str | Path, indices: bool = False) -> np.ndarray:
                     array = np.moveaxis(array, 0, -1)
             return array
         with Image.open(path) as img:
+            check_image_size((img.height, img.width), max_pixels, str(path))
             keep = ("1", "L", "LA", "I", "I;16", "I;16B", "F", "RGB", "RGBA") + (("P",) if indices else ())
             if img.mode not in keep:
                 img = img.convert("RGB")
             return np.asarray(img)
+    except DataError:
+        raise
     except Exception as exc:  # tifffile, Pillow and imagecodecs raise many types for a broken file
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {_one_line(exc)})") from exc
 

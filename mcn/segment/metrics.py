@@ -7,12 +7,15 @@ only when one predicted instance overlaps it well, so merges and splits show up 
 Instances are matched one-to-one by maximising total IoU (Hungarian assignment on the IoU matrix,
 built from a sparse contingency table so hundreds of instances cost milliseconds); a match counts
 when its IoU is >= the threshold.
+Over- and under-segmentation are counted apart, since they need different fixes: a merge is a
+predicted instance that holds most (>= `cover`) of two or more true ones (touching crystals left
+joined), a split is a true instance that holds most of two or more predicted ones (one crystal cut).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 from scipy.optimize import linear_sum_assignment
 
 
@@ -25,14 +28,36 @@ def _check_pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndar
     return pred.astype(np.int64, copy=False), true.astype(np.int64, copy=False)
 
 
-def iou_matrix(pred_labels: np.ndarray, true_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every (true, pred) instance pair: returns (iou, true_ids, pred_ids), iou of shape
-    (len(true_ids), len(pred_ids)); ids exclude background 0."""
-    pred, true = _check_pair(pred_labels, true_labels)
+def _contingency(pred: np.ndarray, true: np.ndarray):
+    """Pixel counts of every (true, pred) label pair (background included) as CSR, with the ids."""
     true_ids, t_inv = np.unique(true, return_inverse=True)
     pred_ids, p_inv = np.unique(pred, return_inverse=True)
     table = sparse.coo_matrix((np.ones(t_inv.size, np.int64), (t_inv.ravel(), p_inv.ravel())),
                               shape=(true_ids.size, pred_ids.size)).tocsr()
+    return table, true_ids, pred_ids
+
+
+def merges_and_splits(pred_labels: np.ndarray, true_labels: np.ndarray, cover: float = 0.5
+                      ) -> tuple[int, int]:
+    """(merges, splits): predicted instances holding >= `cover` of the area of two or more true
+    instances, and true instances holding >= `cover` of two or more predicted ones."""
+    pred, true = _check_pair(pred_labels, true_labels)
+    table, true_ids, pred_ids = _contingency(pred, true)
+    table = table[true_ids > 0][:, pred_ids > 0].tocoo()
+    area_t = np.bincount(true.ravel())[true_ids[true_ids > 0]]
+    area_p = np.bincount(pred.ravel())[pred_ids[pred_ids > 0]]
+    true_inside = table.data >= cover * area_t[table.row]  # this true instance lies in this prediction
+    pred_inside = table.data >= cover * area_p[table.col]
+    merges = np.count_nonzero(np.bincount(table.col[true_inside], minlength=area_p.size) >= 2)
+    splits = np.count_nonzero(np.bincount(table.row[pred_inside], minlength=area_t.size) >= 2)
+    return int(merges), int(splits)
+
+
+def iou_matrix(pred_labels: np.ndarray, true_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU of every (true, pred) instance pair: returns (iou, true_ids, pred_ids), iou of shape
+    (len(true_ids), len(pred_ids)); ids exclude background 0."""
+    pred, true = _check_pair(pred_labels, true_labels)
+    table, true_ids, pred_ids = _contingency(pred, true)
     area_t = np.asarray(table.sum(axis=1)).ravel()
     area_p = np.asarray(table.sum(axis=0)).ravel()
     t_off = 1 if true_ids[0] == 0 else 0
@@ -59,7 +84,8 @@ def segmentation_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
     """Pixel and instance metrics of one label image against its ground truth.
 
     Keys: pixel_accuracy, iou, dice (foreground), precision, recall, f1 (instances at
-    iou_threshold), mean_matched_iou, n_true, n_pred, n_matched. Empty-vs-empty scores 1.0.
+    iou_threshold), mean_matched_iou, n_true, n_pred, n_matched, n_merges, n_splits
+    (`merges_and_splits`). Empty-vs-empty scores 1.0.
     """
     pred, true = _check_pair(pred_labels, true_labels)
     fg_p, fg_t = pred > 0, true > 0
@@ -70,6 +96,7 @@ def segmentation_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
     n_true = int(np.unique(true[fg_t]).size)
     n_pred = int(np.unique(pred[fg_p]).size)
     tp = len(matches)
+    merges, splits = merges_and_splits(pred, true)
     precision = tp / n_pred if n_pred else float(n_true == 0)
     recall = tp / n_true if n_true else float(n_pred == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -84,12 +111,14 @@ def segmentation_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
         "n_true": n_true,
         "n_pred": n_pred,
         "n_matched": tp,
+        "n_merges": merges,
+        "n_splits": splits,
     }
 
 
 def pool_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-image metrics over a data set: instance counts are summed (micro precision/recall/
-    F1), pixel metrics are averaged over images."""
+    """Combine per-image metrics over a data set: instance counts (and merges, splits) are summed
+    (micro precision/recall/F1), pixel metrics are averaged over images."""
     if not per_image:
         raise ValueError("no images to pool")
     n_true = sum(m["n_true"] for m in per_image)
@@ -100,5 +129,30 @@ def pool_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     out = {k: float(np.mean([m[k] for m in per_image])) for k in ("pixel_accuracy", "iou", "dice")}
     out.update(precision=precision, recall=recall,
                f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-               n_true=n_true, n_pred=n_pred, n_matched=tp, n_images=len(per_image))
+               n_true=n_true, n_pred=n_pred, n_matched=tp, n_images=len(per_image),
+               **{k: sum(m[k] for m in per_image) for k in ("n_merges", "n_splits") if k in per_image[0]})
+    return out
+
+
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent circular diameter sqrt(4 area / pi) of every instance, in pixels."""
+    areas = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def size_agreement(pred_diameters: np.ndarray, true_diameters: np.ndarray) -> dict[str, float]:
+    """How well a segmentation's size distribution matches the truth, where rock typing needs it:
+    D10/D50/D90 (percentiles of equivalent diameter) of both, the relative D50 error and the
+    two-sample Kolmogorov-Smirnov statistic (max distance of the two cumulative distributions)."""
+    pred, true = np.asarray(pred_diameters, float), np.asarray(true_diameters, float)
+    out = {}
+    for q in (10, 50, 90):
+        out[f"d{q}_pred"] = float(np.percentile(pred, q)) if pred.size else float("nan")
+        out[f"d{q}_true"] = float(np.percentile(true, q)) if true.size else float("nan")
+    out["d50_rel_error"] = out["d50_pred"] / out["d50_true"] - 1 if true.size else float("nan")
+    if pred.size and true.size:
+        ks = stats.ks_2samp(pred, true)
+        out.update(ks_statistic=float(ks.statistic), ks_pvalue=float(ks.pvalue))
+    else:
+        out.update(ks_statistic=float("nan"), ks_pvalue=float("nan"))
     return out

@@ -1,0 +1,221 @@
+"""Classical segmentation on real and generated scenes: scale from pixel and crystal size, data bars,
+touching crystals, merge/split and size-distribution metrics, the quality report CLI and the pixel
+budget."""
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import draw
+
+from mcn.data.io import MAX_IMAGE_PIXELS, read_content_rows, read_image
+from mcn.data.scenes import iter_scenes
+from mcn.errors import DataError
+from mcn.segment import evaluate as ev
+from mcn.segment.classical import (CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter, ScaleWarning,
+                                   estimate_crystal_size_px, parse_crystal_size_nm)
+from mcn.segment.databar import find_data_bar, segment_without_data_bar
+from mcn.segment.factory import make_segmenter
+from mcn.segment.metrics import merges_and_splits, segmentation_metrics, size_agreement
+
+
+def with_data_bar(image: np.ndarray, rows: int = 40, seed: int = 0) -> np.ndarray:
+    """`image` with a Zeiss-like bar under it: a black band with white text-like glyphs and a scale bar."""
+    rng = np.random.default_rng(seed)
+    bar = np.zeros((rows, image.shape[1]), np.float32)
+    col = 10
+    while col < image.shape[1] * 0.7:  # "EHT = 5.00 kV  WD = 8.5 mm": glyphs 6 px wide, gaps between words
+        for _ in range(int(rng.integers(2, 6))):
+            glyph = rng.random((12, 6)) < 0.45
+            bar[8:20, col:col + 6][glyph[:, : bar[8:20, col:col + 6].shape[1]]] = 1.0
+            col += 8
+        col += 16
+    bar[28:31, -120:-20] = 1.0  # scale bar
+    return np.vstack([image, bar])
+
+
+def discs(shape, centres_radii) -> tuple[np.ndarray, np.ndarray]:
+    """Bright discs on a dark noisy matrix (later discs occlude earlier ones) and their labels."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros(shape, np.uint16)
+    for k, (r, c, radius) in enumerate(centres_radii, start=1):
+        labels[draw.disk((r, c), radius, shape=shape)] = k
+    image = np.where(labels > 0, 0.7, 0.1) + 0.03 * rng.standard_normal(shape)
+    return np.clip(image, 0, 1).astype(np.float32), labels
+
+
+# ---- data bar ------------------------------------------------------------------------------------
+
+def test_data_bar_with_text_is_found_and_plain_scenes_have_none(tiny_scene_dir):
+    scene = next(iter_scenes(tiny_scene_dir))
+    assert find_data_bar(scene.image) is None
+    image = with_data_bar(scene.image)
+    assert find_data_bar(image) == scene.image.shape[0]
+    bright = 1.0 - with_data_bar(scene.image)  # a white band with dark text is a bar too
+    assert find_data_bar(bright) == scene.image.shape[0]
+    blank = np.vstack([scene.image, np.zeros((40, scene.image.shape[1]), np.float32)])
+    assert find_data_bar(blank) is None  # a flat band without marks is not an info bar
+
+
+def test_no_data_bar_on_real_ampis_images(ampis_dir):
+    for scene in iter_scenes(ampis_dir):
+        assert find_data_bar(scene.image) is None, scene.image_id
+
+
+def test_data_bar_rows_from_vendor_metadata(tmp_path):
+    fei = "[Image]\r\nResolutionX=64\r\nResolutionY=48\r\n[Scan]\r\nPixelWidth=2.5e-08\r\n"
+    tifffile.imwrite(tmp_path / "fei.tif", np.zeros((60, 64), np.uint8), extratags=[(34682, "s", 0, fei, True)])
+    zeiss = "0\r\nDP_IMAGE_STORE\r\nStore resolution = 64 * 50\r\nEND\r\n".encode("cp1252")
+    tifffile.imwrite(tmp_path / "zeiss.tif", np.zeros((60, 64), np.uint8),
+                     extratags=[(34118, "B", len(zeiss), zeiss, True)])
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((60, 64), np.uint8))
+    assert read_content_rows(tmp_path / "fei.tif") == 48
+    assert read_content_rows(tmp_path / "zeiss.tif") == 50
+    assert read_content_rows(tmp_path / "plain.tif") is None
+    assert find_data_bar(np.zeros((60, 64)), content_rows=48) == 48
+
+
+def test_segmentation_leaves_the_data_bar_out():
+    image, truth = discs((160, 160), [(40, 40, 18), (100, 110, 22)])
+    segmenter = ClassicalSegmenter(min_crystal_px=10)
+    labels, bar_row = segment_without_data_bar(segmenter.segment, with_data_bar(image))
+    assert bar_row == 160 and labels.shape == (200, 160)
+    assert not labels[160:].any()  # the bar's text is not segmented as crystals
+    assert segmentation_metrics(labels[:160], truth)["f1"] == 1.0
+    assert segment_without_data_bar(segmenter.segment, image)[1] is None
+
+
+# ---- scale ---------------------------------------------------------------------------------------
+
+def test_parse_crystal_size_nm():
+    assert parse_crystal_size_nm("300,5000") == (300.0, 5000.0)
+    assert parse_crystal_size_nm("carbonate") == CARBONATE_CRYSTAL_SIZE_NM
+    assert parse_crystal_size_nm("auto") is None and parse_crystal_size_nm(None) is None
+    for bad in ("5000,300", "300", "a,b", "0,10"):
+        with pytest.raises(DataError, match="--crystal-size-nm"):
+            parse_crystal_size_nm(bad)
+
+
+def test_sizes_follow_pixel_size_and_crystal_size():
+    image = np.zeros((64, 64), np.float32)
+    fine = ClassicalSegmenter.for_pixel_size(10.0, (500.0, 10000.0))
+    coarse = ClassicalSegmenter.for_pixel_size(20.0, (500.0, 10000.0))
+    assert fine.crystal_size_px(image) == (50.0, 1000.0)
+    assert coarse.crystal_size_px(image) == (25.0, 500.0)
+    unknown = ClassicalSegmenter.for_pixel_size(float("nan"), (500.0, 10000.0))
+    assert unknown.min_crystal_px is None  # no scale: estimated on each image instead
+    assert make_segmenter("classical", pixel_size_nm=10.0, crystal_size_nm=(500.0, 10000.0)).min_crystal_px == 50.0
+    with pytest.raises(DataError, match="unknown segmenter 'nope'; choose from"):
+        make_segmenter("nope")
+
+
+def test_carbonate_default_applies_only_where_the_image_fits_it(tiny_scene_dir):
+    scene = next(iter_scenes(tiny_scene_dir))
+    carbonate = ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm)  # no crystal size given
+    assert carbonate.crystal_size_px(scene.image) == pytest.approx(
+        (500 / scene.pixel_size_nm, 10000 / scene.pixel_size_nm))
+    mislabelled = ClassicalSegmenter.for_pixel_size(1.0)  # 1 nm: these crystals would be ~0.1 um
+    with pytest.warns(ScaleWarning, match="outside the default size range"):
+        low, high = mislabelled.crystal_size_px(scene.image)
+    assert low == pytest.approx(estimate_crystal_size_px(scene.image)[0]) and high is None
+    given = ClassicalSegmenter.for_pixel_size(1.0, (20.0, 200.0))  # a range the user gives is used as is
+    assert given.crystal_size_px(scene.image) == (20.0, 200.0)
+
+
+def test_estimated_crystal_size_follows_the_magnification(tiny_scene_dir):
+    image = next(iter_scenes(tiny_scene_dir)).image
+    small = estimate_crystal_size_px(image)[0]
+    large = estimate_crystal_size_px(np.kron(image, np.ones((2, 2), np.float32)))[0]
+    assert 1.3 * small < large < 2.3 * small  # measured 1.5x: fixed-size hole filling at the larger scale
+    with pytest.raises(DataError, match="blank image"):
+        estimate_crystal_size_px(np.zeros((32, 32)))
+
+
+def test_working_resolution_keeps_the_result(tiny_scene_dir):
+    """Segmenting large crystals at half resolution finds the same crystals as full resolution."""
+    scene = next(iter_scenes(tiny_scene_dir))
+    image = np.kron(scene.image, np.ones((2, 2), np.float32))
+    truth = np.kron(scene.labels, np.ones((2, 2), np.uint16))
+    full = segmentation_metrics(ClassicalSegmenter(min_crystal_px=16, work_min_px=None).segment(image), truth)
+    half = segmentation_metrics(ClassicalSegmenter(min_crystal_px=16, work_min_px=8).segment(image), truth)
+    assert half["f1"] >= full["f1"] - 0.05 and half["iou"] >= full["iou"] - 0.02
+
+
+# ---- touching crystals, merges and splits --------------------------------------------------------
+
+def test_touching_crystals_of_different_sizes_are_split():
+    image, truth = discs((200, 260), [(100, 70, 45), (100, 140, 30), (100, 200, 14)])  # a chain
+    labels = ClassicalSegmenter(min_crystal_px=12).segment(image)
+    m = segmentation_metrics(labels, truth)
+    assert (m["n_pred"], m["n_matched"], m["n_merges"], m["n_splits"]) == (3, 3, 0, 0)
+    rr, cc = draw.ellipse(100, 130, 25, 90, shape=(200, 260))
+    long = np.full((200, 260), 0.1, np.float32)
+    long[rr, cc] = 0.7  # one elongated crystal: its flat distance ridge must stay one seed
+    assert ClassicalSegmenter(min_crystal_px=12).segment(long).max() == 1
+
+
+def test_merges_and_splits_are_counted():
+    true = np.zeros((40, 60), np.uint16)
+    true[0:10, 0:10], true[0:10, 10:20], true[20:30, 30:50] = 1, 2, 3
+    pred = np.zeros_like(true)
+    pred[0:10, 0:20] = 1  # 1 and 2 merged
+    pred[20:30, 30:40], pred[20:30, 40:50] = 2, 3  # 3 split in two
+    assert merges_and_splits(pred, true) == (1, 1)
+    m = segmentation_metrics(pred, true)
+    assert (m["n_merges"], m["n_splits"]) == (1, 1)
+    assert merges_and_splits(true, true) == (0, 0)
+
+
+def test_size_agreement():
+    d = np.random.default_rng(0).lognormal(3, 0.4, 500)
+    same = size_agreement(d, d)
+    assert same["ks_statistic"] == 0 and same["d50_rel_error"] == 0
+    larger = size_agreement(1.1 * d, d)
+    assert larger["d50_rel_error"] == pytest.approx(0.1)
+    assert larger["d90_pred"] == pytest.approx(1.1 * larger["d90_true"])
+    assert larger["ks_statistic"] > 0.05
+
+
+# ---- quality report CLI --------------------------------------------------------------------------
+
+def test_evaluate_cli_reports_and_writes_csv(tiny_scene_dir, tmp_path, capsys):
+    out = tmp_path / "report.csv"
+    argv = ["--data", str(tiny_scene_dir), "--n-images", "2", "--out", str(out), "--quiet"]
+    ev.main(argv)
+    text = capsys.readouterr().out
+    assert "instance precision" in text and "KS statistic" in text and "merges" in text
+    import pandas as pd
+    report = pd.read_csv(out)
+    assert list(report["image_id"])[-1] == "ALL" and len(report) == 3
+    assert report.iloc[-1]["size_unit"] == "nm"  # the generator records the pixel size
+    assert 0 < report.iloc[-1]["f1"] <= 1
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        ev.main(argv)
+    with pytest.raises(SystemExit, match="--crystal-size-nm must be MIN,MAX"):
+        ev.main(argv + ["--overwrite", "--crystal-size-nm", "9"])
+    with pytest.raises(SystemExit, match="unknown segmenter 'magic'"):
+        ev.main(argv + ["--overwrite", "--segmenter", "magic"])
+
+
+def test_classical_on_real_ampis_powder(ampis_dir):
+    """The scale comes from the image alone (AMPIS records no pixel size)."""
+    scene = next(iter_scenes(ampis_dir))
+    m = segmentation_metrics(ClassicalSegmenter().segment(scene.image), scene.labels)
+    assert m["iou"] > 0.9  # measured 0.94
+    assert m["f1"] > 0.65  # measured 0.74
+
+
+# ---- pixel budget (issue 12, item 12) ------------------------------------------------------------
+
+def test_images_above_the_pixel_budget_are_refused_before_decoding(tmp_path):
+    side = int(MAX_IMAGE_PIXELS ** 0.5) + 64
+    big = tmp_path / "huge.tif"
+    tifffile.imwrite(big, np.zeros((side, side), np.uint8), compression="zlib")  # 68 MB in memory, small on disk
+    with pytest.raises(DataError, match=r"huge.tif: .* Mpx is above the budget .* --max-pixels"):
+        read_image(big)
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, np.zeros((20, 30), np.uint8))
+    assert read_image(small, max_pixels=600).shape == (20, 30)
+    with pytest.raises(DataError, match="above the budget"):
+        read_image(small, max_pixels=599)
+    with pytest.raises(DataError, match="above the budget"):
+        ClassicalSegmenter(min_crystal_px=4, max_pixels=100).segment(np.zeros((20, 30), np.float32))
