@@ -25,9 +25,11 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 from skimage.measure import find_contours
+from tqdm import tqdm
 
 from features import facets, texture
 from mcn.data.dataset import CrystalDataset
+from mcn.data.patches import solid_mask
 from mcn.errors import DataError
 
 MIN_AREA_PX = 4
@@ -140,6 +142,16 @@ HANDCRAFTED_COLUMNS: tuple[str, ...] = tuple(name for name, p in PROPERTIES.item
 because they follow the magnification of each SEM image, not the crystal class; orientation
 because a rotated crystal is the same crystal."""
 
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "outline": ("perimeter_px", "perimeter_nm", "convexity", "solidity", "circularity", "concavity_max",
+                "vertex_count", "corner_angle_mean_deg", "corner_angle_std_deg", "corner_angle_min_deg",
+                "corner_concave_count", "occluded_likely"),
+    "feret": ("feret_max_px", "feret_max_nm", "feret_min_px", "feret_min_nm", "aspect_ratio_feret"),
+    "texture": tuple(name for name, p in PROPERTIES.items() if p.group in ("texture", "facets")
+                     and name not in ("vertex_count",) and not name.startswith("corner_")),
+}
+"""The costly measurements and the columns that need them; area and the moment ellipse are always made."""
+
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
 
@@ -152,9 +164,14 @@ def properties_table() -> pd.DataFrame:
 
 def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] | None = None,
                       pixel_size_nm: float | Sequence[float] | None = None,
-                      touches_border: Sequence[bool] | None = None, n_jobs: int = 1) -> pd.DataFrame:
+                      touches_border: Sequence[bool] | None = None, n_jobs: int = 1,
+                      properties: Sequence[str] | None = None, progress: bool = False) -> pd.DataFrame:
     """One row per crystal mask, the columns of `PROPERTIES` (units in `.attrs["units"]`).
 
+    properties: the columns wanted, in table order (None: all), as `regionprops_table`'s
+        `properties`; only the measurements they need are made (`_GROUPS`: the outline, Feret and
+        texture measurements are the costly ones).
+    progress: show a progress bar over the crystals.
     images: the crystals' grey crops, same shapes as the masks, for facet and texture columns (NaN
         without them).
     pixel_size_nm: one value for all crystals or one per crystal; NaN or None means unknown and gives
@@ -166,10 +183,13 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     """
     masks = list(masks)
     n = len(masks)
-    images = _check_images(images, masks)
+    wanted = _wanted(properties)
+    groups = frozenset(g for g, columns in _GROUPS.items() if wanted & set(columns))
+    images = _check_images(images, masks) if "texture" in groups else None
     pixel = _pixel_sizes(pixel_size_nm, n)
-    items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
-    measured = _measure_all(items, n_jobs)
+    items = [(_check_mask(mask, i), images[i] if images is not None else None, groups)
+             for i, mask in enumerate(masks)]
+    measured = _measure_all(items, n_jobs, progress)
     rows = [row for row, _ in measured]
     matrices = {i: matrix for i, (_, matrix) in enumerate(measured) if matrix is not None}
     table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
@@ -182,20 +202,21 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
         else:
             table[f"{name}_um2"] = table[f"{name}_px"].astype(float) * (pixel / 1000.0) ** 2
     table["touches_border"] = _border(touches_border, n)
-    table = table[list(PROPERTIES)].astype({name: p.dtype for name, p in PROPERTIES.items()})
-    table.attrs["units"] = {name: p.unit for name, p in PROPERTIES.items()}
     _warn_small(table)
+    columns = [name for name in PROPERTIES if name in wanted]
+    table = table[columns].astype({name: PROPERTIES[name].dtype for name in columns})
+    table.attrs["units"] = {name: PROPERTIES[name].unit for name in columns}
     _warn_unsampled([i for i, row in enumerate(rows) if row.get(_UNSAMPLED)])
     return table
 
 
-def handcrafted_features(dataset: CrystalDataset, n_jobs: int = 1) -> pd.DataFrame:
+def handcrafted_features(dataset: CrystalDataset, n_jobs: int = 1, progress: bool = False) -> pd.DataFrame:
     """The classifier inputs (`HANDCRAFTED_COLUMNS`) of every crystal as floats, indexed by crystal id.
 
     NaN marks a value that could not be measured (tiny mask); the classifier pipelines impute it.
     """
     table = morphometry_table(dataset.crop_masks, dataset.crops, dataset.pixel_size_nm,
-                              dataset.touches_border, n_jobs)
+                              dataset.touches_border, n_jobs, HANDCRAFTED_COLUMNS, progress)
     features = table[list(HANDCRAFTED_COLUMNS)].astype("float64")
     features.index = pd.Index(dataset.crystal_ids, name="crystal_id")
     return features
@@ -244,36 +265,60 @@ def _border(touches_border, n: int) -> pd.arrays.BooleanArray:
     return flags
 
 
-def _measure_all(items: list[tuple], n_jobs: int) -> list[tuple[dict, np.ndarray | None]]:
-    """`_measure` of every (mask, image), in chunks over `n_jobs` forked processes when worth it."""
+def _wanted(properties: Sequence[str] | None) -> set[str]:
+    if properties is None:
+        return set(PROPERTIES)
+    if isinstance(properties, str):
+        properties = [properties]
+    unknown = [p for p in properties if p not in PROPERTIES]
+    if unknown:
+        raise DataError(f"unknown morphometry properties {unknown}; see features.morphometry.PROPERTIES")
+    return set(properties)
+
+
+def _measure_all(items: list[tuple], n_jobs: int, progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
+    """`_measure` of every (mask, image, groups), in chunks over `n_jobs` forked processes when worth it."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
-    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
-        return _measure_chunk(items)
+    bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
     chunks = [items[i:i + PARALLEL_CHUNK] for i in range(0, len(items), PARALLEL_CHUNK)]
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [result for chunk in pool.map(_measure_chunk, chunks) for result in chunk]
+    results = []
+    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
+        for chunk in chunks:
+            results.extend(_measure_chunk(chunk))
+            bar.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            for chunk in pool.map(_measure_chunk, chunks):
+                results.extend(chunk)
+                bar.update(len(chunk))
+    bar.close()
+    return results
 
 
 def _measure_chunk(items: list[tuple]) -> list[tuple[dict, np.ndarray | None]]:
-    return [_measure(mask, image) for mask, image in items]
+    return [_measure(mask, image, groups) for mask, image, groups in items]
 
 
-def _measure(mask: np.ndarray, image: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
-    """Pixel-unit and scale-free measures of one crystal, and its GLCM (None without an image)."""
-    mask = _solid(mask)
+def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
+             ) -> tuple[dict, np.ndarray | None]:
+    """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its GLCM
+    (None without an image or texture)."""
+    mask = solid_mask(mask)
     area = int(mask.sum())
     if area < MIN_AREA_PX:
         return {"area_px": area}, None
     out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi))}
     out.update(_moments(mask, area))
-    out.update(_outline(mask, out["diameter_equivalent_px"]))
-    out.update(_feret(mask))
     out["roundness"] = 4.0 * area / (np.pi * out["axis_major_length_px"] ** 2)
     out["aspect_ratio_axes"] = _ratio(out["axis_major_length_px"], out["axis_minor_length_px"])
-    out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
-                                  or out["concavity_max"] > OCCLUSION_CONCAVITY)
-    if image is None:
+    if "outline" in groups:
+        out.update(_outline(mask, out["diameter_equivalent_px"]))
+        out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
+                                      or out["concavity_max"] > OCCLUSION_CONCAVITY)
+    if "feret" in groups:
+        out.update(_feret(mask))
+    if image is None or "texture" not in groups:
         return out, None
     image = np.asarray(image, dtype=np.float32)
     out.update(texture.intensity_features(image, mask))
@@ -286,15 +331,6 @@ def _measure(mask: np.ndarray, image: np.ndarray | None) -> tuple[dict, np.ndarr
     out["facet_count"] = facets.facet_count(edges, interior)
     out.update(texture.texture_features(patch, interior, edges))
     return out, texture.glcm(patch, interior)
-
-
-def _solid(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component, holes filled (background not reached from outside)."""
-    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    if n > 1:
-        mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    outside, _ = ndi.label(~np.pad(mask, 1))
-    return (outside != outside[0, 0])[1:-1, 1:-1]
 
 
 def _moments(mask: np.ndarray, area: int) -> dict[str, float]:

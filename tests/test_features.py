@@ -366,3 +366,17 @@ def test_thin_mask_that_vanishes_at_the_texture_size_gets_nan_texture_not_a_cras
     assert thin_row["intensity_mean"] == pytest.approx(image[thin].mean())
     assert thin_row[["edge_density", "glcm_contrast", "lbp_entropy"]].isna().all() and pd.isna(thin_row["facet_count"])
     assert np.isfinite(disc_row["edge_density"]) and np.isfinite(disc_row["glcm_contrast"])
+
+
+def test_a_property_selection_computes_only_those_columns_with_the_same_values():
+    rng = np.random.default_rng(3)
+    crystals = [faceted_crystal(40, rng), rounded_crystal(50, rng)]
+    masks, images = [m for m, _ in crystals], [i for _, i in crystals]
+    full = morphometry_table(masks, images, 20.0)
+    chosen = ["feret_min_nm", "area_px", "solidity"]
+    table = morphometry_table(masks, images, 20.0, properties=chosen)
+    assert list(table.columns) == ["area_px", "feret_min_nm", "solidity"]  # table order, as PROPERTIES
+    pd.testing.assert_frame_equal(table, full[list(table.columns)], check_like=False)
+    assert list(morphometry_table(masks, properties=["glcm_energy"]).columns) == ["glcm_energy"]
+    with pytest.raises(DataError, match="unknown morphometry properties"):
+        morphometry_table(masks, properties=["sharpness"])

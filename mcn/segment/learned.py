@@ -192,6 +192,8 @@ class LearnedSegmenter(BaseEstimator):
         if payload.get("version") != MODEL_VERSION:
             raise DataError(f"{path}: model format version {payload.get('version')}; this suite reads "
                             f"version {MODEL_VERSION}")
+        if not isinstance(payload.get("classifier"), HistGradientBoostingClassifier):
+            raise DataError(f"{path}: the model holds no fitted pixel classifier")
         segmenter = cls(**payload["params"])
         segmenter.classifier_ = payload["classifier"]
         segmenter.n_features_in_ = int(segmenter.classifier_.n_features_in_)

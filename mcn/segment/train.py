@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-max", type=float, default=16.0,
                    help="largest feature scale in pixels, about a quarter of a typical crystal's diameter "
                         "(default: %(default)s)")
+    p.add_argument("--max-iter", type=int, default=200, help="boosting rounds of the pixel classifier "
+                   "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes the split, the pixel sample and the model")
     p.add_argument("--jobs", type=int, default=None, help="threads (default: CPU count)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -97,18 +99,24 @@ def run(args: argparse.Namespace) -> dict:
         raise DataError(f"{args.out}: the model file must end in .skops")
     if not args.out.parent.is_dir():
         raise DataError(f"{args.out.parent}: output folder not found")
+    if args.max_iter < 1:
+        raise DataError(f"--max-iter must be >= 1; got {args.max_iter}")
     record = args.out.with_name(args.out.name + ".json")
-    if not args.overwrite:
-        for path in (args.out, record):
-            if path.exists():
-                raise DataError(f"{path} exists; pass --overwrite to replace it")
+    for path in (args.out, record):
+        if path.exists() and not args.overwrite:
+            raise DataError(f"{path} exists; pass --overwrite to replace it")
+    if args.out.exists():
+        try:
+            LearnedSegmenter.load(args.out)
+        except DataError as exc:
+            raise DataError(f"{args.out}: not replaced, it is not a model this command wrote ({exc})") from exc
     if not (args.data / "images").is_dir():
         raise DataError(f"{args.data}: not a scene data set (expected images/ and masks/)")
     scenes = list(tqdm(iter_scenes(args.data), desc="reading scenes", unit="image", disable=args.quiet))
     train_idx, held_idx = split_images(len(scenes), args.val_fraction, args.train_images, args.seed)
     train, held = [scenes[i] for i in train_idx], [scenes[i] for i in held_idx]
     with threadpool_limits(args.jobs):
-        segmenter = LearnedSegmenter(sigma_max=args.sigma_max, seed=args.seed)
+        segmenter = LearnedSegmenter(sigma_max=args.sigma_max, max_iter=args.max_iter, seed=args.seed)
         segmenter.fit([s.image for s in train], [s.labels for s in train])
         segmenter.save(args.out)
         classical = score(lambda s: ClassicalSegmenter.for_pixel_size(s.pixel_size_nm).segment(s.image),
