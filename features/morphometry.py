@@ -20,10 +20,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull
 from skimage.measure import find_contours
 from tqdm import tqdm
 
@@ -355,13 +355,18 @@ def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
     perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
     x, y = contour[:, 0], contour[:, 1]
     area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
-    hull = ConvexHull(contour)
+    hull = _hull(contour[:-1])
+    edges = np.roll(hull, -1, axis=0) - hull
+    hull_perimeter = float(np.linalg.norm(edges, axis=1).sum())
+    hull_area = 0.5 * abs(np.dot(hull[:, 0], np.roll(hull[:, 1], -1)) - np.dot(np.roll(hull[:, 0], -1), hull[:, 1]))
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
+    normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
-    depth = (-(sparse @ hull.equations[:, :2].T + hull.equations[:, 2])).min(axis=1)
+    depth = ((hull[None, :, :] - sparse[:, None, :]) * normals[None]).sum(axis=2).min(axis=1)
     out = {
         "perimeter_px": perimeter,
-        "convexity": hull.area / perimeter,
-        "solidity": area / hull.volume,
+        "convexity": hull_perimeter / perimeter,
+        "solidity": area / hull_area,
         "circularity": 4.0 * np.pi * area / perimeter ** 2,
         "concavity_max": float(max(0.0, depth.max()) / diameter),
     }
@@ -398,7 +403,7 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
     last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
     corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1)
                               for dr in (-0.5, 0.5) for cols, dc in ((first, -0.5), (last, 0.5))])
-    hull = corners[ConvexHull(corners).vertices]
+    hull = _hull(corners)
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
     widths = np.ptp(hull @ normals.T, axis=0)
@@ -410,6 +415,13 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
         "feret_min_px": float(widths[k]),
         "aspect_ratio_feret": float(along / widths[k]),
     }
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull's vertices of 2-D points, in order: OpenCV's, ~100x cheaper per call than
+    qhull's setup; the vertices are the given float64 points themselves, so no precision is lost."""
+    index = cv2.convexHull(points.astype(np.float32), clockwise=False, returnPoints=False)
+    return points[index.ravel()]
 
 
 def _ratio(a: float, b: float) -> float:
