@@ -102,7 +102,8 @@ def patch_mask(image: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarr
 def solid_mask(mask: np.ndarray) -> np.ndarray:
     """A crystal as one solid body: holes filled, then the largest 8-connected component (islands
     and holes are segmentation debris). Shared by patch loading and morphometry."""
-    mask = ndimage.binary_fill_holes(mask)
+    outside, _ = ndimage.label(~np.pad(np.asarray(mask, bool), 1))  # cheaper than binary_fill_holes
+    mask = (outside != outside[0, 0])[1:-1, 1:-1]
     components, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n <= 1:
         return mask
