@@ -1,8 +1,9 @@
-"""How fast handcrafted morphometry runs: crystals per second, outline-only and with texture.
+"""How fast handcrafted morphometry runs: crystals per second, outline-only, all columns, and a selection.
 
 `python -m benchmarks.feature_speed` measures the default synthetic data set; `--data PATH` any data
-set, `--limit N` its first N crystals (a quick check). Run on a quiet machine: the numbers are
-wall-clock times of one process.
+set, `--limit N` its first N crystals (a quick check). Numbers are wall-clock times (best of
+`--repeat`); run on a quiet machine. With `--out FILE.csv` the rows are also written there
+(benchmarks/results/ holds the reference numbers, written only when asked).
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
-from features.morphometry import morphometry_table
+import pandas as pd
+
+from features.morphometry import HANDCRAFTED_COLUMNS, morphometry_table
 from mcn.data.load import load_dataset
 from mcn.errors import DataError
+from mcn.files import atomic_path
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.feature_speed", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
     p.add_argument("--limit", type=int, default=None, help="measure only the first N crystals")
-    p.add_argument("--jobs", type=int, default=2, help="also time this many worker processes (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="also time this many worker processes (default: CPU count, %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV file")
     return p
 
 
@@ -40,19 +48,32 @@ def _best_seconds(repeat: int, run) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.jobs < 1:
+            raise DataError(f"--jobs must be >= 1; got {args.jobs}")
         dataset = load_dataset(args.data)
     except DataError as exc:
         sys.exit(f"error: {exc}")
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     masks, crops, pixel = dataset.crop_masks[:n], dataset.crops[:n], dataset.pixel_size_nm[:n]
+    border = dataset.touches_border[:n]
     sides = sorted(max(m.shape) for m in masks)
     print(f"{dataset.name}: {n} crystals, crop side median {sides[n // 2]} px (range {sides[0]}-{sides[-1]})")
-    outline = _best_seconds(args.repeat, lambda: morphometry_table(masks, pixel_size_nm=pixel))
-    print(f"outline only (size, shape, corners):  {n / outline:8.0f} crystals/s  ({outline:.2f} s)")
-    for jobs in sorted({1, args.jobs}):
-        full = _best_seconds(args.repeat, lambda: morphometry_table(masks, crops, pixel, dataset.touches_border[:n],
-                                                                    n_jobs=jobs))
-        print(f"all properties (+ facets, texture), {jobs} process(es): {n / full:8.0f} crystals/s  ({full:.2f} s)")
+    cases = [("outline only (size, shape, corners)", 1, dict(pixel_size_nm=pixel)),
+             ("classifier inputs (HANDCRAFTED_COLUMNS)", 1,
+              dict(images=crops, pixel_size_nm=pixel, touches_border=border, properties=HANDCRAFTED_COLUMNS))]
+    cases += [("all properties (+ facets, texture)", jobs,
+               dict(images=crops, pixel_size_nm=pixel, touches_border=border, n_jobs=jobs))
+              for jobs in sorted({1, args.jobs})]
+    rows = []
+    for name, jobs, kwargs in cases:
+        seconds = _best_seconds(args.repeat, lambda: morphometry_table(masks, **kwargs))
+        rows.append({"case": name, "processes": jobs, "crystals": n, "seconds": round(seconds, 3),
+                     "crystals_per_s": round(n / seconds, 1)})
+        print(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
+    if args.out is not None:
+        with atomic_path(args.out) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

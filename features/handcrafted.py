@@ -20,10 +20,7 @@ from features.morphometry import HANDCRAFTED_COLUMNS, PROPERTIES, morphometry_ta
 SIZE_FEATURES = ("auto", "nm", "px", "none")
 """What `--size-features` accepts."""
 
-NOT_INPUTS = ("touches_border",)
-"""Morphometry columns never fed to a classifier: acquisition artefacts."""
-
-SHAPE_COLUMNS: tuple[str, ...] = tuple(c for c in HANDCRAFTED_COLUMNS if c not in NOT_INPUTS)
+SHAPE_COLUMNS: tuple[str, ...] = HANDCRAFTED_COLUMNS
 """The scale-free inputs."""
 
 SIZE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -64,7 +61,8 @@ def resolve_size_features(dataset, requested: str = "auto") -> tuple[str, str]:
                     "magnifications)")
 
 
-def handcrafted_features(dataset, size_features: str = "auto", n_jobs: int = 1) -> pd.DataFrame:
+def handcrafted_features(dataset, size_features: str = "auto", n_jobs: int = 1,
+                         progress: bool = False) -> pd.DataFrame:
     """The classifier inputs of every crystal as floats, indexed by crystal id (see the module).
 
     NaN marks a value that could not be measured (tiny mask); the classifier pipelines impute it.
@@ -72,9 +70,10 @@ def handcrafted_features(dataset, size_features: str = "auto", n_jobs: int = 1) 
     records the mode used.
     """
     mode, _ = resolve_size_features(dataset, size_features)
+    columns = classifier_columns(mode)
     table = morphometry_table(dataset.crop_masks, dataset.crops, dataset.pixel_size_nm,
-                              dataset.touches_border, n_jobs)
-    features = table[classifier_columns(mode)].astype("float64")
+                              dataset.touches_border, n_jobs, columns, progress)
+    features = table[columns].astype("float64")
     features.index = pd.Index(dataset.crystal_ids, name="crystal_id")
     features.attrs["size_features"] = mode
     return features

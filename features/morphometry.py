@@ -20,14 +20,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull
 from skimage.measure import find_contours
+from tqdm import tqdm
 
 from features import facets, texture
-from mcn.data.dataset import CrystalDataset
+from mcn.data.patches import solid_mask
 from mcn.errors import DataError
 
 MIN_AREA_PX = 4
@@ -38,6 +39,9 @@ OUTLINE_GRID = 64
 OUTLINE_POINTS = 120
 """Corners and notches are searched on at most about this many outline points (every k-th point):
 enough for a tolerance of a few percent of the diameter, and the cost no longer grows with size."""
+
+_UNSAMPLED = "_texture_unsampled"
+"""Key of a measured row whose mask vanished at the texture size (see `texture.texture_patch`)."""
 
 PARALLEL_CHUNK = 100
 """Crystals per task sent to a worker process: large enough that pickling the crops is noise."""
@@ -121,8 +125,7 @@ def _registry() -> dict[str, Property]:
     props["orientation_deg"] = Property("orientation_deg", "deg", "angle between the image row axis and the "
                                         "major axis, counter-clockwise, in [-90, 90] (as scikit-image)", "shape")
     props["touches_border"] = Property("touches_border", "bool", "the crystal is cut by its image border "
-                                       "(truncated outline; NA when not given)", "quality", "boolean",
-                                       classifier=True)
+                                       "(truncated outline; NA when not given)", "quality", "boolean")
     props["occluded_likely"] = Property("occluded_likely", "bool", f"solidity < {OCCLUSION_SOLIDITY} or "
                                         f"concavity_max > {OCCLUSION_CONCAVITY}: part of the crystal is "
                                         "probably hidden", "quality", "boolean")
@@ -133,9 +136,19 @@ PROPERTIES: dict[str, Property] = _registry()
 """Every column of `morphometry_table`, in table order."""
 
 HANDCRAFTED_COLUMNS: tuple[str, ...] = tuple(name for name, p in PROPERTIES.items() if p.classifier)
-"""Classifier inputs: scale-free shape, facet and texture measures. Absolute sizes are left out
-because they follow the magnification of each SEM image, not the crystal class; orientation
-because a rotated crystal is the same crystal."""
+"""The scale-free classifier inputs: shape, facet and texture measures (`features.handcrafted` adds
+the sizes). Orientation is left out because a rotated crystal is the same crystal, `touches_border`
+because it records how the image was framed, not what the crystal is."""
+
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "outline": ("perimeter_px", "perimeter_nm", "convexity", "solidity", "circularity", "concavity_max",
+                "vertex_count", "corner_angle_mean_deg", "corner_angle_std_deg", "corner_angle_min_deg",
+                "corner_concave_count", "occluded_likely"),
+    "feret": ("feret_max_px", "feret_max_nm", "feret_min_px", "feret_min_nm", "aspect_ratio_feret"),
+    "texture": tuple(name for name, p in PROPERTIES.items() if p.group in ("texture", "facets")
+                     and name not in ("vertex_count",) and not name.startswith("corner_")),
+}
+"""The costly measurements and the columns that need them; area and the moment ellipse are always made."""
 
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
@@ -149,9 +162,14 @@ def properties_table() -> pd.DataFrame:
 
 def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] | None = None,
                       pixel_size_nm: float | Sequence[float] | None = None,
-                      touches_border: Sequence[bool] | None = None, n_jobs: int = 1) -> pd.DataFrame:
+                      touches_border: Sequence[bool] | None = None, n_jobs: int = 1,
+                      properties: Sequence[str] | None = None, progress: bool = False) -> pd.DataFrame:
     """One row per crystal mask, the columns of `PROPERTIES` (units in `.attrs["units"]`).
 
+    properties: the columns wanted, in table order (None: all), as `regionprops_table`'s
+        `properties`; only the measurements they need are made (`_GROUPS`: the outline, Feret and
+        texture measurements are the costly ones).
+    progress: show a progress bar over the crystals.
     images: the crystals' grey crops, same shapes as the masks, for facet and texture columns (NaN
         without them).
     pixel_size_nm: one value for all crystals or one per crystal; NaN or None means unknown and gives
@@ -163,10 +181,13 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     """
     masks = list(masks)
     n = len(masks)
-    images = _check_images(images, masks)
+    wanted = _wanted(properties)
+    groups = frozenset(g for g, columns in _GROUPS.items() if wanted & set(columns))
+    images = _check_images(images, masks) if "texture" in groups else None
     pixel = _pixel_sizes(pixel_size_nm, n)
-    items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
-    measured = _measure_all(items, n_jobs)
+    items = [(_check_mask(mask, i), images[i] if images is not None else None, groups)
+             for i, mask in enumerate(masks)]
+    measured = _measure_all(items, n_jobs, progress)
     rows = [row for row, _ in measured]
     matrices = {i: matrix for i, (_, matrix) in enumerate(measured) if matrix is not None}
     table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
@@ -179,22 +200,12 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
         else:
             table[f"{name}_um2"] = table[f"{name}_px"].astype(float) * (pixel / 1000.0) ** 2
     table["touches_border"] = _border(touches_border, n)
-    table = table[list(PROPERTIES)].astype({name: p.dtype for name, p in PROPERTIES.items()})
-    table.attrs["units"] = {name: p.unit for name, p in PROPERTIES.items()}
     _warn_small(table)
+    columns = [name for name in PROPERTIES if name in wanted]
+    table = table[columns].astype({name: PROPERTIES[name].dtype for name in columns})
+    table.attrs["units"] = {name: PROPERTIES[name].unit for name in columns}
+    _warn_unsampled([i for i, row in enumerate(rows) if row.get(_UNSAMPLED)])
     return table
-
-
-def handcrafted_features(dataset: CrystalDataset, n_jobs: int = 1) -> pd.DataFrame:
-    """The classifier inputs (`HANDCRAFTED_COLUMNS`) of every crystal as floats, indexed by crystal id.
-
-    NaN marks a value that could not be measured (tiny mask); the classifier pipelines impute it.
-    """
-    table = morphometry_table(dataset.crop_masks, dataset.crops, dataset.pixel_size_nm,
-                              dataset.touches_border, n_jobs)
-    features = table[list(HANDCRAFTED_COLUMNS)].astype("float64")
-    features.index = pd.Index(dataset.crystal_ids, name="crystal_id")
-    return features
 
 
 def _check_mask(mask: np.ndarray, i: int) -> np.ndarray:
@@ -240,53 +251,72 @@ def _border(touches_border, n: int) -> pd.arrays.BooleanArray:
     return flags
 
 
-def _measure_all(items: list[tuple], n_jobs: int) -> list[tuple[dict, np.ndarray | None]]:
-    """`_measure` of every (mask, image), in chunks over `n_jobs` forked processes when worth it."""
+def _wanted(properties: Sequence[str] | None) -> set[str]:
+    if properties is None:
+        return set(PROPERTIES)
+    if isinstance(properties, str):
+        properties = [properties]
+    unknown = [p for p in properties if p not in PROPERTIES]
+    if unknown:
+        raise DataError(f"unknown morphometry properties {unknown}; see features.morphometry.PROPERTIES")
+    return set(properties)
+
+
+def _measure_all(items: list[tuple], n_jobs: int, progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
+    """`_measure` of every (mask, image, groups), in chunks over `n_jobs` forked processes when worth it."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
-    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
-        return _measure_chunk(items)
+    bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
     chunks = [items[i:i + PARALLEL_CHUNK] for i in range(0, len(items), PARALLEL_CHUNK)]
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [result for chunk in pool.map(_measure_chunk, chunks) for result in chunk]
+    results = []
+    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
+        for chunk in chunks:
+            results.extend(_measure_chunk(chunk))
+            bar.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            for chunk in pool.map(_measure_chunk, chunks):
+                results.extend(chunk)
+                bar.update(len(chunk))
+    bar.close()
+    return results
 
 
 def _measure_chunk(items: list[tuple]) -> list[tuple[dict, np.ndarray | None]]:
-    return [_measure(mask, image) for mask, image in items]
+    return [_measure(mask, image, groups) for mask, image, groups in items]
 
 
-def _measure(mask: np.ndarray, image: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
-    """Pixel-unit and scale-free measures of one crystal, and its GLCM (None without an image)."""
-    mask = _solid(mask)
+def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
+             ) -> tuple[dict, np.ndarray | None]:
+    """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its GLCM
+    (None without an image or texture)."""
+    mask = solid_mask(mask)
     area = int(mask.sum())
     if area < MIN_AREA_PX:
         return {"area_px": area}, None
     out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi))}
     out.update(_moments(mask, area))
-    out.update(_outline(mask, out["diameter_equivalent_px"]))
-    out.update(_feret(mask))
     out["roundness"] = 4.0 * area / (np.pi * out["axis_major_length_px"] ** 2)
     out["aspect_ratio_axes"] = _ratio(out["axis_major_length_px"], out["axis_minor_length_px"])
-    out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
-                                  or out["concavity_max"] > OCCLUSION_CONCAVITY)
-    if image is None:
+    if "outline" in groups:
+        out.update(_outline(mask, out["diameter_equivalent_px"]))
+        out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
+                                      or out["concavity_max"] > OCCLUSION_CONCAVITY)
+    if "feret" in groups:
+        out.update(_feret(mask))
+    if image is None or "texture" not in groups:
         return out, None
     image = np.asarray(image, dtype=np.float32)
-    patch, interior = texture.texture_patch(image, mask)
+    out.update(texture.intensity_features(image, mask))
+    sampled = texture.texture_patch(image, mask)
+    if sampled is None:
+        out[_UNSAMPLED] = True
+        return out, None
+    patch, interior = sampled
     edges = texture.edge_map(patch, interior)
     out["facet_count"] = facets.facet_count(edges, interior)
-    out.update(texture.intensity_features(image, mask))
     out.update(texture.texture_features(patch, interior, edges))
     return out, texture.glcm(patch, interior)
-
-
-def _solid(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component, holes filled (background not reached from outside)."""
-    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    if n > 1:
-        mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    outside, _ = ndi.label(~np.pad(mask, 1))
-    return (outside != outside[0, 0])[1:-1, 1:-1]
 
 
 def _moments(mask: np.ndarray, area: int) -> dict[str, float]:
@@ -311,13 +341,18 @@ def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
     perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
     x, y = contour[:, 0], contour[:, 1]
     area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
-    hull = ConvexHull(contour)
+    hull = _hull(contour[:-1])
+    edges = np.roll(hull, -1, axis=0) - hull
+    hull_perimeter = float(np.linalg.norm(edges, axis=1).sum())
+    hull_area = 0.5 * abs(np.dot(hull[:, 0], np.roll(hull[:, 1], -1)) - np.dot(np.roll(hull[:, 0], -1), hull[:, 1]))
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
+    normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
-    depth = (-(sparse @ hull.equations[:, :2].T + hull.equations[:, 2])).min(axis=1)
+    depth = ((hull[None, :, :] - sparse[:, None, :]) * normals[None]).sum(axis=2).min(axis=1)
     out = {
         "perimeter_px": perimeter,
-        "convexity": hull.area / perimeter,
-        "solidity": area / hull.volume,
+        "convexity": hull_perimeter / perimeter,
+        "solidity": area / hull_area,
         "circularity": 4.0 * np.pi * area / perimeter ** 2,
         "concavity_max": float(max(0.0, depth.max()) / diameter),
     }
@@ -354,7 +389,7 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
     last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
     corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1)
                               for dr in (-0.5, 0.5) for cols, dc in ((first, -0.5), (last, 0.5))])
-    hull = corners[ConvexHull(corners).vertices]
+    hull = _hull(corners)
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
     widths = np.ptp(hull @ normals.T, axis=0)
@@ -368,8 +403,23 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
     }
 
 
+def _hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull's vertices of 2-D points, in order: OpenCV's, ~100x cheaper per call than
+    qhull's setup; the vertices are the given float64 points themselves, so no precision is lost."""
+    index = cv2.convexHull(points.astype(np.float32), clockwise=False, returnPoints=False)
+    return points[index.ravel()]
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else np.nan
+
+
+def _warn_unsampled(rows: list[int]) -> None:
+    if rows:
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        warnings.warn(f"morphometry: {len(rows)} crystal mask(s) too thin to keep a pixel at the "
+                      f"{texture.TEXTURE_SIZE} px texture size (rows {shown}); their facet and texture "
+                      "columns are NaN", stacklevel=3)
 
 
 def _warn_small(table: pd.DataFrame) -> None:

@@ -27,15 +27,19 @@ LBP_POINTS = 8
 GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 
-def texture_patch(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def texture_patch(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The crystal at TEXTURE_SIZE, contrast-stretched to [0, 1], and its interior mask.
 
     The background is filled with the crystal's median so the outline itself does not count as an
-    internal edge; the interior drops a one-pixel rim for the same reason.
+    internal edge; the interior drops a one-pixel rim for the same reason. None when no pixel of the
+    mask survives the sampling (a crystal a pixel or two thin in a long crop): it has no texture to
+    measure at this size.
     """
     shrink = max(image.shape) / TEXTURE_SIZE
-    patch = square_sample(ndi.gaussian_filter(image, (shrink - 1) / 2) if shrink > 1 else image, TEXTURE_SIZE)
     inside = square_sample(mask, TEXTURE_SIZE)
+    if not inside.any():
+        return None
+    patch = square_sample(ndi.gaussian_filter(image, (shrink - 1) / 2) if shrink > 1 else image, TEXTURE_SIZE)
     interior = ndi.binary_erosion(inside)
     if not interior.any():
         interior = inside

@@ -3,6 +3,7 @@ metadata, summaries, rock types, overlays, and the CLI's refusals."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from features.export import export, main
+from features.export import main
+from features.pipeline import export
 from mcn.data.io import read_image, read_labels, write_image
 
 SIZE_TOLERANCE = 0.01
@@ -243,3 +245,18 @@ def test_bad_input_is_one_line_error(tmp_path, scenes, capsys):
     assert "no image could be exported" in _error(
         ["--images", str(broken), "--masks", str(scenes / "masks"), "--out", str(tmp_path / "c.csv")], capsys)
     assert not (tmp_path / "c.csv").exists() and not (tmp_path / "c_overlays").exists()
+
+
+def test_a_blank_image_is_skipped_counted_and_listed_in_the_summary_file(tmp_path, capsys):
+    """Issue 12 item 10: one uniform image (threshold_multiotsu cannot split it) used to abort the export."""
+    images, _ = _small_scenes(tmp_path)
+    Image.fromarray(np.full((96, 96), 128, np.uint8)).save(images / "blank.png")
+    out = tmp_path / "c.csv"
+    main(["--images", str(images), "--out", str(out), "--quiet"])
+    crystals = pd.read_csv(out)
+    assert set(crystals["image_id"]) == {"a", "b"}
+    assert "1 image(s) skipped (blank.png)" in capsys.readouterr().out
+    summary = json.loads(out.with_name("c_summary.json").read_text())
+    assert summary["n_images"] == 2 and summary["n_crystals"] == len(crystals)
+    assert [s["file"] for s in summary["skipped"]] == ["blank.png"]
+    assert "blank" in summary["skipped"][0]["reason"]

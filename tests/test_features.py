@@ -389,6 +389,7 @@ def test_fold_embeddings_of_another_split_are_refused(tmp_path):
                    np.full((len(fold.test), 4), 0.25, np.float32), np.zeros((len(dataset), 3), np.float32), {}, {},
                    1, 0, 1.0, 1.0, 1e-3, 10, 10, "model.keras", "torch", 24, CLASSES, {}, {}, "c",
                    dataset.fingerprint(), split_hash(fold)).save(tmp_path / f"fold_{fold.index}")
+        (tmp_path / f"fold_{fold.index}" / "model.keras").touch()  # a fold folder holds its model
     assert set(load_fold_embeddings(tmp_path, len(dataset), by_image, dataset.fingerprint())) == {0, 1}
     for other in (make_folds(dataset, n_splits=2, seed=1, group_by="image"),
                   make_folds(dataset, n_splits=2, seed=0, group_by="sample"),
@@ -397,3 +398,32 @@ def test_fold_embeddings_of_another_split_are_refused(tmp_path):
             load_fold_embeddings(tmp_path, len(dataset), other, dataset.fingerprint())
     with pytest.raises(DataError, match="another data set"):
         load_fold_embeddings(tmp_path, len(dataset), by_image, "0" * 16)
+
+
+def test_thin_mask_that_vanishes_at_the_texture_size_gets_nan_texture_not_a_crash():
+    """Issue 12 item 11: a 1-pixel-thin crystal 180 px long has no pixel left at the texture size."""
+    thin = np.zeros((3, 200), bool)
+    thin[1, 10:190] = True
+    image = np.random.default_rng(0).random((3, 200)).astype(np.float32)
+    disc = disc_mask(10)
+    with pytest.warns(UserWarning, match=r"1 crystal mask\(s\) too thin .* texture size \(rows 0\)"):
+        table = morphometry_table([thin, disc], [image, np.full(disc.shape, 0.5, np.float32)])
+    thin_row, disc_row = table.iloc[0], table.iloc[1]
+    assert thin_row["area_px"] == 180 and thin_row["feret_max_px"] == pytest.approx(np.hypot(1, 180))
+    assert thin_row["intensity_mean"] == pytest.approx(image[thin].mean())
+    assert thin_row[["edge_density", "glcm_contrast", "lbp_entropy"]].isna().all() and pd.isna(thin_row["facet_count"])
+    assert np.isfinite(disc_row["edge_density"]) and np.isfinite(disc_row["glcm_contrast"])
+
+
+def test_a_property_selection_computes_only_those_columns_with_the_same_values():
+    rng = np.random.default_rng(3)
+    crystals = [faceted_crystal(40, rng), rounded_crystal(50, rng)]
+    masks, images = [m for m, _ in crystals], [i for _, i in crystals]
+    full = morphometry_table(masks, images, 20.0)
+    chosen = ["feret_min_nm", "area_px", "solidity"]
+    table = morphometry_table(masks, images, 20.0, properties=chosen)
+    assert list(table.columns) == ["area_px", "feret_min_nm", "solidity"]  # table order, as PROPERTIES
+    pd.testing.assert_frame_equal(table, full[list(table.columns)], check_like=False)
+    assert list(morphometry_table(masks, properties=["glcm_energy"]).columns) == ["glcm_energy"]
+    with pytest.raises(DataError, match="unknown morphometry properties"):
+        morphometry_table(masks, properties=["sharpness"])

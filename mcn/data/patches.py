@@ -95,8 +95,15 @@ def load_patch_folder(root: str | Path, pixel_size_nm: float | None = None,
 
 
 def patch_mask(image: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """The crystal in a patch: bright pixels, holes filled, largest 8-connected component."""
-    mask = ndimage.binary_fill_holes(image > threshold)
+    """The crystal in a patch: bright pixels, as one solid body (`solid_mask`)."""
+    return solid_mask(image > threshold)
+
+
+def solid_mask(mask: np.ndarray) -> np.ndarray:
+    """A crystal as one solid body: holes filled, then the largest 8-connected component (islands
+    and holes are segmentation debris). Shared by patch loading and morphometry."""
+    outside, _ = ndimage.label(~np.pad(np.asarray(mask, bool), 1))  # cheaper than binary_fill_holes
+    mask = (outside != outside[0, 0])[1:-1, 1:-1]
     components, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n <= 1:
         return mask

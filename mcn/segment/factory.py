@@ -57,6 +57,17 @@ def _sam(checkpoint: str | None = None, model_type: str = "vit_b", preprocessor=
     return segmenter if preprocessor is None else Preprocessed(segmenter, preprocessor)
 
 
+@register("learned")
+def _learned(model: str | Path | None = None, preprocessor=None, pixel_size_nm: float = math.nan, **params):
+    """A `LearnedSegmenter` fitted by `python -m mcn.segment.train` (a skops file of trusted types)."""
+    if not model:
+        raise DataError("--segmenter learned needs --segmenter-model FILE (python -m mcn.segment.train writes one)")
+    from mcn.segment.learned import LearnedSegmenter
+
+    segmenter = LearnedSegmenter.load(model)
+    return segmenter if preprocessor is None else Preprocessed(segmenter, preprocessor)
+
+
 class Preprocessed:
     """A segmenter that sees the image after `preprocessor` (for segmenters without that option)."""
 

@@ -1,0 +1,106 @@
+"""The learned segmenter (`mcn.segment.learned`), its training command and its use in features.export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+
+from features.export import main as export_main
+from mcn.data.scenes import iter_scenes
+from mcn.errors import DataError
+from mcn.segment.learned import LearnedSegmenter
+from mcn.segment.metrics import pool_metrics, segmentation_metrics
+from mcn.segment.train import main as train_main
+
+QUICK = dict(samples_per_class=4000, max_iter=40)
+"""A small classifier: enough for the synthetic scenes, cheap enough for a test."""
+
+
+@pytest.fixture(scope="module")
+def scenes(tiny_scene_dir):
+    return list(iter_scenes(tiny_scene_dir))
+
+
+@pytest.fixture(scope="module")
+def fitted(scenes) -> LearnedSegmenter:
+    return LearnedSegmenter(**QUICK).fit([s.image for s in scenes[:4]], [s.labels for s in scenes[:4]])
+
+
+def test_learned_segmenter_finds_the_held_out_crystals(fitted, scenes):
+    held = scenes[4:]
+    scores = pool_metrics([segmentation_metrics(fitted.segment(s.image), s.labels) for s in held])
+    assert scores["iou"] > 0.85  # crystals vs matrix, pixel-wise
+    assert scores["f1"] > 0.6, scores  # instances at IoU 0.5 on scenes it never saw
+    labels = fitted.segment(held[0].image)
+    assert labels.dtype == np.uint16 and labels.shape == held[0].image.shape
+
+
+def test_pixel_classes_mark_the_rim_between_touching_crystals():
+    labels = np.zeros((6, 8), np.uint16)
+    labels[1:5, 1:4], labels[1:5, 4:7] = 1, 2
+    target = LearnedSegmenter().pixel_classes(labels)
+    assert (target[0] == 0).all() and target[2, 3] == 2 and target[2, 4] == 2  # the shared edge is boundary
+    assert target[2, 2] == 1 and target[2, 5] == 1
+
+
+def test_same_seed_same_model_and_save_load_round_trip(fitted, scenes, tmp_path):
+    again = LearnedSegmenter(**QUICK).fit([s.image for s in scenes[:4]], [s.labels for s in scenes[:4]])
+    image = scenes[4].image
+    np.testing.assert_array_equal(fitted.predict_proba(image), again.predict_proba(image))
+    loaded = LearnedSegmenter.load(fitted.save(tmp_path / "m.skops"))
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.segment(image), fitted.segment(image))
+
+
+def test_model_files_with_foreign_types_or_content_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.skops"
+    skops.io.dump({"format": "mcn-learned-segmenter", "version": 1, "params": {}, "classifier": print}, foreign)
+    with pytest.raises(DataError, match="refused"):
+        LearnedSegmenter.load(foreign)
+    skops.io.dump({"format": "mcn-learned-segmenter", "version": 1, "params": {}, "classifier": np.add}, foreign)
+    with pytest.raises(DataError, match="no fitted pixel classifier"):
+        LearnedSegmenter.load(foreign)
+    junk = tmp_path / "junk.skops"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a saved learned segmenter"):
+        LearnedSegmenter.load(junk)
+    with pytest.raises(DataError, match="not found"):
+        LearnedSegmenter.load(tmp_path / "missing.skops")
+
+
+def test_train_command_reports_before_and_after_and_export_uses_the_model(tiny_scene_dir, tmp_path, capsys):
+    model = tmp_path / "seg.skops"
+    argv = ["--data", str(tiny_scene_dir), "--out", str(model), "--train-images", "4", "--max-iter", "40",
+            "--quiet"]
+    train_main(argv)
+    out = capsys.readouterr().out
+    assert "classical" in out and "learned" in out and "f1" in out
+    report = json.loads(model.with_name("seg.skops.json").read_text())
+    assert len(report["train_images"]) == 4 and len(report["heldout_images"]) == 2
+    assert not set(report["train_images"]) & set(report["heldout_images"])
+    assert 0 <= report["learned"]["f1"] <= 1 and report["classical"]["n_true"] == report["learned"]["n_true"]
+    with pytest.raises(SystemExit, match="--overwrite"):
+        train_main(argv)
+    table = tmp_path / "c.csv"
+    export_main(["--images", str(tiny_scene_dir / "images"), "--out", str(table), "--segmenter", "learned",
+                 "--segmenter-model", str(model), "--quiet"])
+    crystals = pd.read_csv(table)
+    truth = pd.read_csv(tiny_scene_dir / "crystals.csv")
+    assert 0.5 * len(truth) <= len(crystals) <= 1.5 * len(truth)
+    assert json.loads(tmp_path.joinpath("c_summary.json").read_text())["segmenter"] == "learned"
+
+
+def test_train_command_never_replaces_a_file_it_did_not_write(tiny_scene_dir, tmp_path):
+    mine = tmp_path / "notes.skops"
+    mine.write_text("my own notes")
+    with pytest.raises(SystemExit, match="not a model this command wrote"):
+        train_main(["--data", str(tiny_scene_dir), "--out", str(mine), "--overwrite", "--quiet"])
+    assert mine.read_text() == "my own notes"
+    with pytest.raises(SystemExit, match="--segmenter-model"):
+        export_main(["--images", str(tiny_scene_dir / "images"), "--out", str(tmp_path / "c.csv"),
+                     "--segmenter", "learned"])
