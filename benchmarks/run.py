@@ -410,7 +410,7 @@ class Benchmark:
             if path is None:
                 tqdm.write(f"{result['model']}: fold {best['fold']}'s model file is not in {self.out}; not logged")
                 return
-            model = keras.saving.load_model(path, compile=False)
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
             logged[uri] = tracking.log_keras_model(model, "model", self.args.backend)
             results_io.save_result(self.out, result)
         mlflow.set_tags({"model_uri": logged[uri], "model_fold": str(best["fold"])})

@@ -311,7 +311,7 @@ def write_figures(results, dataset, figures_dir: str | Path) -> list[Path]:
                plot_training_curves([r.history for r in results], figures_dir / "training_curves.png"),
                plot_tsne(results[0].embeddings, dataset.labels, names, figures_dir / "tsne.png",
                          highlight=results[0].test_index)]
-    model = keras.saving.load_model(results[0].model_path)
+    model = keras.saving.load_model(results[0].model_path, safe_mode=True)
     examples, example_labels = _examples(results, dataset)
     written.append(plot_activation_maps(model, examples, example_labels, names, figures_dir / "activation_maps.png"))
     written.append(plot_saliency_maps(model, examples, example_labels, names, figures_dir / "saliency_maps.png"))
