@@ -210,6 +210,8 @@ class Benchmark:
                 tqdm.write(f"cluster: {failed} fold(s) failed there; computing them here")
         uri = tracking.configure(self.args.tracking_uri)
         experiment = tracking.experiment_id(self.dataset.name, uri)
+        if tracking.close_dead_runs(experiment):
+            tqdm.write("MLflow: runs left RUNNING by a killed benchmark of this machine marked KILLED")
         tags = self._tags(tracking, family="benchmark")
         params = {**vars(self.args), **self.config, "models": ",".join(self.models)}
         with tracking.start_run(f"benchmark {self.profile.name} seed{self.args.seed}", experiment=experiment,

@@ -61,6 +61,9 @@ def load(args: argparse.Namespace) -> StudyData:
     mcn.select_backend(args.backend)  # before anything imports keras
     checks.seed(args.seed)
     checks.at_least("--heartbeat", args.heartbeat, 1)
+    checks.writable_folder(args.out)
+    checks.outside_data(args.out, args.data)
+    tracking.check_store(args.tracking_uri)
     if args.folds < 2:
         raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
     if args.timeout is not None and args.timeout <= 0:

@@ -79,6 +79,7 @@ def study_run(study: optuna.Study, storage: str, experiment: str, tags: Mapping[
     """
     import mlflow
 
+    tracking.close_dead_runs(experiment, shared_tag=STUDY_KEY_TAG)
     run_id, _ = _parent(experiment, study_key(study, storage), tags, params, study.study_name)
     run = mlflow.start_run(run_id=run_id)
     with tracking.ending(study.study_name):
