@@ -279,12 +279,13 @@ def test_patch_folder_data_and_a_failing_model(patch_folder, store, tmp_path, mo
     assert (out / "comparison.md").read_text().count("failed") >= 1
 
 
-@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p / "empty"])
 def test_bad_path_or_empty_data_set_is_a_one_line_error(tmp_path, make):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exc:
         _run(["--data", str(make(tmp_path)), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
     message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message and str(tmp_path) in message
+    assert message.startswith("error: ") and "\n" not in message and str(make(tmp_path)) in message
 
 
 # ---- data safety, interruption and early refusal (issue 12) -----------------------------------
