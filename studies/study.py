@@ -12,6 +12,7 @@ suggestions exactly from `--seed`, and workers running at once never share a ran
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -63,13 +64,21 @@ def storage_for(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages
     """An RDB storage with heartbeats: a dead worker's trial is failed and queued once more.
 
     A new SQLite file gets its tables under a lock file beside it (two workers creating them at
-    once would collide) and waits for a busy database instead of failing at once.
+    once would collide) and waits for a busy database instead of failing at once; on a database
+    server the worker that loses that race retries once the tables exist.
     """
     kwargs = dict(heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
                   heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         with file_lock(url.removeprefix("sqlite:///") + ".lock"):
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **kwargs)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(2):  # a server database: workers starting together race to create the tables
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):  # the loser sees a duplicate key or table
+            time.sleep(1 + attempt)
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
