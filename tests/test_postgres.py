@@ -110,7 +110,7 @@ def test_a_killed_workers_trial_is_failed_and_run_again(argv, postgres_url):
     assert running, hanging.communicate(timeout=5)[0] if hanging.poll() is not None else "no trial started"
     hanging.send_signal(signal.SIGKILL)
     hanging.wait()
-    time.sleep(3.5)  # three missed heartbeats
+    time.sleep(4.5)  # more than three missed heartbeats
     from studies import hpo
 
     hpo.main([*argv, "--trials", "2"])  # the next worker (here, in this process) finds the dead trial

@@ -132,7 +132,7 @@ def test_a_dead_workers_trial_is_failed_rerun_and_its_mlflow_run_killed(stores, 
     client = MlflowClient()
     orphan = client.create_run(runs[runs.run_id == parent].experiment_id.iloc[0], run_name="trial 1",
                                tags={"mlflow.parentRunId": parent, "optuna_trial": "1"}).info.run_id
-    time.sleep(3.5)  # three missed heartbeats
+    time.sleep(5)  # more than three missed heartbeats (SQLite's clock counts whole seconds)
     hpo.main([*argv, "--trials", "2"])
     trials = _study(stores, "dead-worker").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
