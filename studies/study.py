@@ -145,10 +145,66 @@ def spent_trials(study: optuna.Study) -> int:
     return sum(t.state in SPENT_STATES for t in study.trials)
 
 
-def budget_callback(n_trials: int) -> optuna.study.MaxTrialsCallback:
-    """Stop a worker once the study's completed, pruned and running trials reach `n_trials`:
-    counting the trials other workers are running keeps several workers within one total."""
-    return optuna.study.MaxTrialsCallback(n_trials, states=(*SPENT_STATES, optuna.trial.TrialState.RUNNING))
+class TrialBudget:
+    """Keeps a study within `n_trials` completed, pruned and running trials across all its workers.
+
+    Counting and starting the next trial must be one step, else two workers that finish together
+    both see room for one more and the study gets an extra trial. So the count is taken under a
+    lock shared by the workers (a file lock beside a SQLite study, a PostgreSQL advisory lock on a
+    server) that is held until the next trial exists: `admit` takes it, the objective calls
+    `started` (the trial is RUNNING by then) to release it. Use it as the last Optuna callback.
+    """
+
+    def __init__(self, study: optuna.Study, storage: str, n_trials: int) -> None:
+        self.study, self.storage, self.n_trials = study, storage, n_trials
+        self._handle = self._connection = None
+
+    def admit(self) -> bool:
+        """Lock and check for room; True keeps the lock until `started`, False releases it."""
+        self._lock()
+        states = (*SPENT_STATES, optuna.trial.TrialState.RUNNING)
+        if len(self.study.get_trials(deepcopy=False, states=states)) < self.n_trials:
+            return True
+        self.started()
+        return False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.admit():
+            study.stop()
+
+    def started(self) -> None:
+        """Release the lock (the admitted trial is now RUNNING, or none will start)."""
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+        if self._connection is not None:
+            from sqlalchemy import text
+
+            self._connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": self._key()})
+            self._connection.close()
+            self._connection = None
+
+    def _key(self) -> str:
+        return f"mcn-trial-budget:{self.study.study_name}"
+
+    def _lock(self) -> None:
+        if self._handle is not None or self._connection is not None:
+            return  # held since the last admit (no trial started in between)
+        if self.storage.startswith("sqlite:///") and self.storage != "sqlite:///:memory:":
+            import fcntl
+
+            self._handle = open(self.storage.removeprefix("sqlite:///") + ".budget.lock", "a")
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        elif self.storage.startswith("postgresql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(self.storage, poolclass=sqlalchemy.pool.NullPool)
+            self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:name))"),
+                                     {"name": self._key()})
 
 
 def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:
