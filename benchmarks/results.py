@@ -76,6 +76,11 @@ def check_config(out_dir: Path, config: dict, fresh: bool) -> None:
     write_json(path, config)
 
 
+def classical_fold_path(out_dir: Path, model: str, fold: int) -> Path:
+    """Where one fold of a classical model is stored."""
+    return Path(out_dir) / "classical" / slug(model) / f"fold_{fold}.json"
+
+
 def result_path(out_dir: Path, model: str) -> Path:
     return Path(out_dir) / RESULTS_DIR / f"{slug(model)}.json"
 

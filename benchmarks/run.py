@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="processes for the handcrafted features and the classical models' folds "
                         "(default: the CPU count, %(default)s)")
+    p.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
+                   help="run the model x fold grid on Dask distributed: local:N starts N local worker "
+                        "processes, tcp://HOST:8786 uses a running scheduler whose workers see --data and "
+                        "--out at the same paths (pip install -e \".[dask]\")")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -203,8 +207,16 @@ class Benchmark:
         from mcn.experiment import tracking
 
         start = time.perf_counter()
+        if self.args.cluster:
+            from benchmarks.cluster import run_grid
+
+            failed = run_grid(self)
+            if failed:
+                tqdm.write(f"cluster: {failed} fold(s) failed there; computing them here")
         uri = tracking.configure(self.args.tracking_uri)
         experiment = tracking.experiment_id(self.dataset.name, uri)
+        if tracking.close_dead_runs(experiment):
+            tqdm.write("MLflow: runs left RUNNING by a killed benchmark of this machine marked KILLED")
         tags = self._tags(tracking, family="benchmark")
         params = {**vars(self.args), **self.config, "models": ",".join(self.models)}
         with tracking.start_run(f"benchmark {self.profile.name} seed{self.args.seed}", experiment=experiment,
@@ -348,12 +360,10 @@ class Benchmark:
 
     def _classical(self, model: str) -> dict:
         """Fit and score one classifier on one feature set, fold by fold (stored folds are loaded)."""
-        from features.crossval import cross_validate_classifier
-
         base, params = self._base(model)
         clf, _, feature_set = base.partition(":")
         folder = self.out / "classical" / results_io.slug(model)
-        paths = {f.index: folder / f"fold_{f.index}.json" for f in self.folds}
+        paths = {f.index: results_io.classical_fold_path(self.out, model, f.index) for f in self.folds}
         records = {k: results_io.read_json(p) for k, p in paths.items() if p.is_file()}
         if records:
             tqdm.write(f"{model}: {len(records)} fold(s) loaded from {folder} (not refitted)")
@@ -361,15 +371,8 @@ class Benchmark:
         (self.trained if todo else self.reused).append(model)
         if todo:
             x_for_fold, cost = self._fold_features(feature_set)
-            fitted = cross_validate_classifier(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
-                                               self.args.seed, n_jobs=self.args.jobs, **params)
-            for fold, r in zip(todo, fitted):
-                record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(self.dataset) - len(fold.test),
-                          "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
-                          "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
-                          "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
-                results_io.write_json(paths[fold.index], record)
-                records[fold.index] = record
+            records.update(fit_classical_folds(clf, x_for_fold, self.dataset.labels, todo, self.dataset.class_names,
+                                               self.args.seed, self.args.jobs, cost, paths, params))
         folds = [records[f.index] for f in self.folds]
         figures = self._classical_figures(folds, folder)
         slim = [{k: v for k, v in f.items() if k not in ("test_index", "probabilities")} for f in folds]
@@ -449,7 +452,7 @@ class Benchmark:
             if path is None:
                 tqdm.write(f"{result['model']}: fold {best['fold']}'s model file is not in {self.out}; not logged")
                 return
-            model = keras.saving.load_model(path, compile=False)
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
             logged[uri] = tracking.log_keras_model(model, "model", self.args.backend)
             results_io.save_result(self.out, result)
         mlflow.set_tags({"model_uri": logged[uri], "model_fold": str(best["fold"])})
@@ -489,6 +492,24 @@ class Benchmark:
         print(f"MLflow: mlflow ui --backend-store-uri {self.args.tracking_uri or 'sqlite:///mlruns/mlflow.db'}")
 
 
+def fit_classical_folds(clf: str, x_for_fold, labels: np.ndarray, folds: list, class_names, seed: int, jobs: int,
+                        cost: dict[int, float], paths: dict[int, Path], params: dict | None = None) -> dict[int, dict]:
+    """Fit classifier `clf` (with `params`, a tuned row's) on `folds` and write each fold's record
+    atomically to `paths[fold]`; the records by fold. `cost`: feature seconds per crystal of each fold."""
+    from features.crossval import cross_validate_classifier
+
+    fitted = cross_validate_classifier(clf, x_for_fold, labels, folds, class_names, seed, n_jobs=jobs, **(params or {}))
+    records = {}
+    for fold, r in zip(folds, fitted):
+        record = {"fold": fold.index, "n_test": len(fold.test), "n_train": len(labels) - len(fold.test),
+                  "n_features": r["n_features"], "fit_seconds": r["fit_seconds"],
+                  "inference_seconds_per_crystal": r["predict_seconds"] / len(fold.test) + cost[fold.index],
+                  "metrics": r["metrics"], "test_index": fold.test, "probabilities": r["probabilities"]}
+        results_io.write_json(paths[fold.index], record)
+        records[fold.index] = record
+    return records
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     """Refuse bad flags, an unusable --out and a read-only MLflow store before any data loads."""
     from mcn.experiment import tracking
@@ -500,6 +521,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         checks.writable_folder(args.out)
         checks.outside_data(args.out, args.data)
     tracking.check_store(args.tracking_uri)
+    if args.cluster:
+        from benchmarks.cluster import check_address
+
+        check_address(args.cluster)
 
 
 def _tuned(path: Path) -> tuple[str, dict]:

@@ -309,7 +309,7 @@ def write_figures(results, dataset, figures_dir: str | Path, progress: bool = Tr
     probabilities = out_of_fold(results, len(dataset))
     scored = np.flatnonzero(~np.isnan(probabilities[:, 0]))
     y, p, names = dataset.labels[scored], probabilities[scored], dataset.class_names
-    model = keras.saving.load_model(results[0].model_path)
+    model = keras.saving.load_model(results[0].model_path, safe_mode=True)
     examples, example_labels = _examples(results, dataset)
     steps = {
         "confusion_matrix": lambda path: plot_confusion(y, p, names, path),

@@ -67,6 +67,9 @@ def load(args: argparse.Namespace) -> StudyData:
     mcn.select_backend(args.backend)  # before anything imports keras
     checks.seed(args.seed)
     checks.at_least("--heartbeat", args.heartbeat, 1)
+    checks.writable_folder(args.out)
+    checks.outside_data(args.out, args.data)
+    tracking.check_store(args.tracking_uri)
     if args.folds < 2:
         raise ValueError(f"--folds must be >= 2 for cross-validation; got {args.folds}")
     if args.timeout is not None and args.timeout <= 0:
@@ -106,7 +109,7 @@ def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, o
         try:
             if n_trials > 0:
                 study.optimize(objective, n_trials=n_trials, timeout=args.timeout, catch=(ValueError, MlflowException),
-                               callbacks=[*callbacks, print_trial, lambda _, trial: _record(ran, trial)],
+                               callbacks=[print_trial, lambda _, trial: ran.append(trial), *callbacks],
                                show_progress_bar=not args.quiet)
         finally:
             paths = write_outputs()
@@ -116,12 +119,6 @@ def run_trials(study: optuna.Study, args: argparse.Namespace, data: StudyData, o
                 tracking.log_metrics({f"best_{OBJECTIVE}": max(t.value for t in complete),
                                       "trials_complete": len(complete)})
     return ran
-
-
-def _record(ran: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenTrial) -> None:
-    """Keep the trials this call ran; a surplus trial over the budget never ran."""
-    if not trial.user_attrs.get("over_budget"):
-        ran.append(trial)
 
 
 def check_outcome(ran: list[optuna.trial.FrozenTrial]) -> None:

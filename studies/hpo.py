@@ -20,8 +20,7 @@ import optuna
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
 from studies import cli, nested, objectives, runs, spaces
-from studies.study import (budget_callback, claim, finished_trials, open_study, spent_trials, within_budget,
-                           write_study_outputs)
+from studies.study import TrialBudget, claim, finished_trials, open_study, spent_trials, write_study_outputs
 
 DEFAULT_TRIALS = 20
 
@@ -73,18 +72,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"study {name!r} in {args.storage}: {len(study.trials)} trial(s) stored, {todo} to run "
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
-    objective = within_budget(_objective(args.model, feature_set, space, data,
-                                         data.search_folds(carve=feature_set is None), tags), args.trials)
+    budget = TrialBudget(study, args.storage, args.trials)
+    objective = _objective(args.model, feature_set, space, data, data.search_folds(carve=feature_set is None), tags,
+                           budget)
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
               "space": {k: repr(v) for k, v in space.items()}}
     try:
-        ran = cli.run_trials(study, args, data, objective, todo, tags, params,
-                             lambda: write_study_outputs(study, out), callbacks=(budget_callback(args.trials),))
+        ran = cli.run_trials(study, args, data, objective, todo if budget.admit() else 0, tags, params,
+                             lambda: write_study_outputs(study, out), callbacks=(budget,))
     except StoreError as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
+        budget.started()
         exit_interrupted(f"{spent_trials(study)} trial(s) of study {name!r} finished and stored in {args.storage} "
                          f"(files in {out}); rerun the same command to resume")
+    finally:
+        budget.started()  # no further trial: let the other workers count
     _summary(study, out, args.storage)
     cli.check_outcome(ran)
     if not finished_trials(study):
@@ -115,9 +118,11 @@ def _study_name(args, data, feature_set: str | None) -> str:
     return f"hpo-{model}-{data.dataset.name}-{args.profile}-{len(data.folds)}fold-seed{args.seed}"
 
 
-def _objective(model: str, feature_set: str | None, space: dict, data, folds: list, tags: dict):
+def _objective(model: str, feature_set: str | None, space: dict, data, folds: list, tags: dict,
+               budget: TrialBudget):
     """The study's objective: suggest, score on `folds` in a nested MLflow run, return the mean."""
     def objective(trial: optuna.Trial) -> float:
+        budget.started()  # this trial is RUNNING: other workers may count it now
         values = spaces.suggest(trial, space)
         with runs.trial_run(trial, tags, values):
             if feature_set is None:

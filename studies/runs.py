@@ -75,17 +75,23 @@ def study_run(study: optuna.Study, storage: str, experiment: str, tags: Mapping[
 
     Parameters are logged once, at creation (MLflow refuses to change them). The run ends FINISHED,
     or KILLED (Ctrl-C) / FAILED with an `end_reason` tag naming the trial; trial runs a dead worker
-    left RUNNING are closed as KILLED when the study is next opened.
+    left RUNNING are closed as KILLED when a worker opens or finishes the study.
     """
     import mlflow
 
+    tracking.close_dead_runs(experiment, shared_tag=STUDY_KEY_TAG)
     run_id, _ = _parent(experiment, study_key(study, storage), tags, params, study.study_name)
     run = mlflow.start_run(run_id=run_id)
     with tracking.ending(study.study_name):
-        stale = close_stale_trial_runs(study, run_id)
-        if stale:
-            tqdm.write(f"MLflow: {stale} trial run(s) of a stopped worker marked KILLED")
+        _close_stale(study, run_id)
         yield run
+        _close_stale(study, run_id)  # trials found dead while this worker ran
+
+
+def _close_stale(study: optuna.Study, parent: str) -> None:
+    stale = close_stale_trial_runs(study, parent)
+    if stale:
+        tqdm.write(f"MLflow: {stale} trial run(s) of a stopped worker marked KILLED")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ suggestions exactly from `--seed`, and workers running at once never share a ran
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -64,13 +65,21 @@ def storage_for(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages
     """An RDB storage with heartbeats: a dead worker's trial is failed and queued once more.
 
     A new SQLite file gets its tables under a lock file beside it (two workers creating them at
-    once would collide) and waits for a busy database instead of failing at once.
+    once would collide) and waits for a busy database instead of failing at once; on a database
+    server the worker that loses that race retries once the tables exist.
     """
     kwargs = dict(heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
                   heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         with file_lock(url.removeprefix("sqlite:///") + ".lock"):
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, **kwargs)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(2):  # a server database: workers starting together race to create the tables
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):  # the loser sees a duplicate key or table
+            time.sleep(1 + attempt)
     return optuna.storages.RDBStorage(url, **kwargs)
 
 
@@ -140,36 +149,66 @@ def spent_trials(study: optuna.Study) -> int:
     return sum(t.state in SPENT_STATES for t in study.trials)
 
 
-class OverBudget(ValueError):
-    """A trial created after the study's budget was taken by other workers; it does not run."""
+class TrialBudget:
+    """Keeps a study within `n_trials` completed, pruned and running trials across all its workers.
 
-
-def within_budget(objective, n_trials: int):
-    """`objective`, run only by trials within the study's budget.
-
-    Between one worker's budget check (`budget_callback`) and its next trial, another worker can
-    start one too; trial numbers are handed out atomically by the storage, so a trial that finds
-    `n_trials` completed, pruned or running trials numbered before it is surplus: it fails at once
-    (user attribute `over_budget`, no parameters drawn, nothing trained) and stops its worker.
+    Counting and starting the next trial must be one step, else two workers that finish together
+    both see room for one more and the study gets an extra trial. So the count is taken under a
+    lock shared by the workers (a file lock beside a SQLite study, a PostgreSQL advisory lock on a
+    server) that is held until the next trial exists: `admit` takes it, the objective calls
+    `started` (the trial is RUNNING by then) to release it. Use it as the last Optuna callback.
     """
-    def run(trial: optuna.Trial) -> float:
-        taken = sum(t.number < trial.number for t in trial.study.get_trials(
-            deepcopy=False, states=(*SPENT_STATES, optuna.trial.TrialState.RUNNING)))
-        if taken >= n_trials:
-            trial.set_user_attr("over_budget", True)
-            trial.set_user_attr("error", f"over the study's budget of {n_trials} trials (taken by other workers); "
-                                         "not run")
-            trial.study.stop()
-            raise OverBudget(trial.user_attrs["error"])
-        return objective(trial)
 
-    return run
+    def __init__(self, study: optuna.Study, storage: str, n_trials: int) -> None:
+        self.study, self.storage, self.n_trials = study, storage, n_trials
+        self._handle = self._connection = None
 
+    def admit(self) -> bool:
+        """Lock and check for room; True keeps the lock until `started`, False releases it."""
+        self._lock()
+        states = (*SPENT_STATES, optuna.trial.TrialState.RUNNING)
+        if len(self.study.get_trials(deepcopy=False, states=states)) < self.n_trials:
+            return True
+        self.started()
+        return False
 
-def budget_callback(n_trials: int) -> optuna.study.MaxTrialsCallback:
-    """Stop a worker once the study's completed, pruned and running trials reach `n_trials`:
-    counting the trials other workers are running keeps several workers within one total."""
-    return optuna.study.MaxTrialsCallback(n_trials, states=(*SPENT_STATES, optuna.trial.TrialState.RUNNING))
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.admit():
+            study.stop()
+
+    def started(self) -> None:
+        """Release the lock (the admitted trial is now RUNNING, or none will start)."""
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+        if self._connection is not None:
+            from sqlalchemy import text
+
+            self._connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": self._key()})
+            self._connection.close()
+            self._connection = None
+
+    def _key(self) -> str:
+        return f"mcn-trial-budget:{self.study.study_name}"
+
+    def _lock(self) -> None:
+        if self._handle is not None or self._connection is not None:
+            return  # held since the last admit (no trial started in between)
+        if self.storage.startswith("sqlite:///") and self.storage != "sqlite:///:memory:":
+            import fcntl
+
+            self._handle = open(self.storage.removeprefix("sqlite:///") + ".budget.lock", "a")
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        elif self.storage.startswith("postgresql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(self.storage, poolclass=sqlalchemy.pool.NullPool)
+            self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:name))"),
+                                     {"name": self._key()})
 
 
 def write_study_outputs(study: optuna.Study, out_dir: Path) -> list[Path]:

@@ -336,12 +336,13 @@ def test_patch_folder_data_and_a_failing_model(patch_folder, store, tmp_path, mo
     assert (out / "comparison.md").read_text().count("failed") >= 1
 
 
-@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p / "empty"])
 def test_bad_path_or_empty_data_set_is_a_one_line_error(tmp_path, make):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exc:
         _run(["--data", str(make(tmp_path)), "--out", str(tmp_path / "out"), *SMOKE_ARGS])
     message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message and str(tmp_path) in message
+    assert message.startswith("error: ") and "\n" not in message and str(make(tmp_path)) in message
 
 
 # ---- data safety, interruption and early refusal (issue 12) -----------------------------------
@@ -544,3 +545,30 @@ def test_size_comparison_pairs_with_and_without_size_on_the_same_folds(tiny_scen
     n_features = folds.groupby("sizes")["n_features"].unique()
     assert n_features["nm"].tolist() == [31] and n_features["none"].tolist() == [24]
     assert "gain" in (out / "size_features.md").read_text()
+
+
+def test_cluster_grid_writes_the_same_results_and_table_as_a_sequential_run(scenes, store, tmp_path):
+    pytest.importorskip("distributed")
+    import pandas as pd
+
+    argv = ["--data", str(scenes), "--tracking-uri", store, *CLASSICAL, *SMOKE_ARGS]
+    _run([*argv, "--out", str(tmp_path / "sequential")])
+    printed = _run([*argv, "--out", str(tmp_path / "cluster"), "--cluster", "local:2"])
+    assert "cluster: local:2 (2 worker(s))" in printed and "2 model(s) computed, 0 loaded" in printed
+    timing = ["fit_s", "infer_ms"]  # wall times differ between any two runs
+    tables = [pd.read_csv(tmp_path / name / "comparison.csv") for name in ("sequential", "cluster")]
+    pd.testing.assert_frame_equal(*(t.drop(columns=[c for c in t if c in timing]) for t in tables))
+    for model in ("logreg:handcrafted", "knn:handcrafted"):
+        for k in range(2):
+            a, b = (results_io.read_json(results_io.classical_fold_path(tmp_path / name, model, k))
+                    for name in ("sequential", "cluster"))
+            assert a["metrics"] == b["metrics"] and a["probabilities"] == b["probabilities"]
+    again = _run([*argv, "--out", str(tmp_path / "cluster"), "--cluster", "local:2"])  # resume: nothing submitted
+    assert "0 model(s) computed, 2 loaded" in again
+
+
+@pytest.mark.parametrize("value", ["local:0", "somehost:8786", "local"])
+def test_bad_cluster_address_is_refused_before_any_work(scenes, tmp_path, value):
+    with pytest.raises(SystemExit) as exc:
+        _run(["--data", str(scenes), "--out", str(tmp_path / "out"), "--cluster", value, *SMOKE_ARGS])
+    assert str(exc.value.code).startswith(f"error: --cluster {value!r}: give local:N")

@@ -132,7 +132,7 @@ def test_a_dead_workers_trial_is_failed_rerun_and_its_mlflow_run_killed(stores, 
     client = MlflowClient()
     orphan = client.create_run(runs[runs.run_id == parent].experiment_id.iloc[0], run_name="trial 1",
                                tags={"mlflow.parentRunId": parent, "optuna_trial": "1"}).info.run_id
-    time.sleep(3.5)  # three missed heartbeats
+    time.sleep(5)  # more than three missed heartbeats (SQLite's clock counts whole seconds)
     hpo.main([*argv, "--trials", "2"])
     trials = _study(stores, "dead-worker").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
@@ -162,15 +162,12 @@ def test_two_workers_share_one_study_without_duplicates_or_extra_trials(tiny_sce
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db").trials
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 6 and all(t.state.is_finished() for t in trials)
-    # a trial started in the race between the two workers' budget checks never runs
-    assert all(t.user_attrs.get("over_budget") and not t.params for t in trials if t not in complete)
-    assert len({t.params["C"] for t in complete}) == 6  # no two workers proposed the same point
+    assert [t.number for t in trials] == list(range(6)) and all(t.state.is_finished() for t in trials)
+    assert len({t.params["C"] for t in trials}) == 6  # no two workers proposed the same point
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True)
     assert (runs["tags.optuna_study"] == "shared").sum() == 1  # one parent run for both workers
-    assert sorted(runs["tags.optuna_trial"].dropna().astype(int)) == [t.number for t in complete]
+    assert sorted(runs["tags.optuna_trial"].dropna().astype(int)) == list(range(6))
 
 
 def test_one_worker_repeats_its_suggestions_from_the_seed():
@@ -311,19 +308,3 @@ def test_nested_search_scores_each_outer_fold_once_on_data_no_search_saw(stores,
     assert sorted(folds["tags.outer_fold"].astype(int)) == [0, 1]
     trials = runs[runs["tags.mlflow.parentRunId"].isin(folds.run_id)]
     assert len(trials) == 4
-
-
-def test_a_trial_started_after_the_budget_is_taken_never_runs():
-    from studies.study import within_budget
-
-    study = optuna.create_study()
-    held = [study.ask() for _ in range(2)]  # two trials other workers are running fill a budget of 2
-    ran = []
-    objective = within_budget(lambda trial: ran.append(trial.number) or 1.0, 2)
-    study.optimize(objective, n_trials=5, catch=(ValueError,))  # stops at the first surplus trial
-    surplus = study.trials[2]
-    assert ran == [] and len(study.trials) == 3
-    assert surplus.state == optuna.trial.TrialState.FAIL and surplus.user_attrs["over_budget"] and not surplus.params
-    study.tell(held[0], state=optuna.trial.TrialState.FAIL)  # a failed trial gives its place back
-    study.optimize(objective, n_trials=1, catch=(ValueError,))
-    assert ran == [3]

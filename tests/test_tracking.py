@@ -84,3 +84,22 @@ def test_read_only_out_or_store_is_refused_in_one_line(read_only, flags, message
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == message.format(ro=read_only), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path):
+    import mlflow
+
+    from mcn.experiment import tracking
+
+    uri = tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracking.experiment_id("killed", uri)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tags = tracking.run_tags(backend="torch", seed=0, data_fingerprint="x")
+    client = mlflow.tracking.MlflowClient()
+    dead = client.create_run(experiment, tags={**tags, tracking.PID_TAG: gone.stdout.strip()}).info.run_id
+    alive = client.create_run(experiment, tags=tags).info.run_id  # this process: still running
+    other = client.create_run(experiment, tags={**tags, tracking.HOST_TAG: "another-machine",
+                                                tracking.PID_TAG: gone.stdout.strip()}).info.run_id
+    assert tracking.close_dead_runs(experiment) == 1
+    assert client.get_run(dead).info.status == "KILLED" and "killed" in client.get_run(dead).data.tags["end_reason"]
+    assert client.get_run(alive).info.status == client.get_run(other).info.status == "RUNNING"

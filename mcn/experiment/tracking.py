@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,10 +113,15 @@ def experiment_id(name: str, tracking_uri: str) -> str:
         return found.experiment_id
 
 
+HOST_TAG, PID_TAG = "mcn.host", "mcn.pid"
+"""Which process owns a run, so a run left RUNNING by a process that died can be told apart."""
+
+
 def run_tags(*, backend: str, seed: int, data_fingerprint: str, **extra: object) -> dict[str, str]:
-    """The tags that let one result be reproduced on its own: data, seed, code and package versions."""
+    """The tags that let one result be reproduced on its own: data, seed, code and package versions
+    (and the process running it)."""
     tags = {"backend": backend, "seed": str(seed), "data_fingerprint": data_fingerprint,
-            "code_version": code_version()}
+            "code_version": code_version(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     tags.update({f"version.{k}": v for k, v in package_versions(backend).items()})
     tags.update({k: str(v) for k, v in extra.items() if v is not None})
     return tags
@@ -135,6 +141,37 @@ def flatten_params(params: Mapping[str, object], prefix: str = "") -> dict[str, 
 
 END_REASON_TAG = "end_reason"
 """Tag saying why a run ended KILLED or FAILED (which model or trial was interrupted, the error)."""
+
+
+def close_dead_runs(experiment: str, shared_tag: str | None = None) -> int:
+    """Mark KILLED the runs of `experiment` left RUNNING by a process of this machine that no longer
+    exists (SIGKILL, out of memory, power cut); returns how many. Other machines' runs are left
+    alone, and so are runs tagged `shared_tag` (a study's parent run, which several workers reopen)."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    host = socket.gethostname()
+    runs = mlflow.search_runs([experiment], output_format="list",
+                              filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
+    dead = [r for r in runs if not _alive(int(r.data.tags.get(PID_TAG, "0") or 0))
+            and (shared_tag is None or shared_tag not in r.data.tags)]
+    for r in dead:
+        client.set_tag(r.info.run_id, END_REASON_TAG, f"process {r.data.tags.get(PID_TAG)} on {host} ended "
+                                                      "without closing the run (killed)")
+        client.set_terminated(r.info.run_id, "KILLED")
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -91,7 +91,7 @@ class FoldResult:
         directory = Path(directory)
         try:
             record = json.loads((directory / RESULT_FILE).read_text())
-            with np.load(directory / ARRAYS_FILE) as arrays:
+            with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
                 record.update({k: arrays[k] for k in cls.ARRAYS})
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{directory}: not a readable fold result ({exc})") from exc
