@@ -1,4 +1,4 @@
-"""Train a registry CNN under the paper's protocol (section 4.3), fold by fold, resumably.
+"""Training a registry CNN under the paper's protocol (section 4.3), fold by fold, resumably.
 
 Protocol: Adam at 1e-3, categorical cross-entropy, batch 32, up to 30 epochs, ReduceLROnPlateau
 (factor 0.1, patience 5) and early stopping on the validation loss with the best weights kept, and

@@ -1,4 +1,4 @@
-"""Command line: `python -m mcn.data.synthetic --out DIR --seed 0 [--images N ...] [--<knob> ...]`.
+"""Command line: `python -m mcn.data.synthetic --out DIR --seed 0 [--n-images N ...] [--<knob> ...]`.
 
 Every `SceneConfig` knob is an option (`--label-noise 0.05`, ranges take two numbers:
 `--rounding 0 0.4`), documented in `--help` from the dataclass's own docstring.
