@@ -94,7 +94,8 @@ def classical_fold(clf: str, model: str, x, labels: np.ndarray, fold, class_name
 
 def run_grid(bench) -> int:
     """Compute every missing fold of `bench`'s models on the cluster; the number of failed tasks."""
-    from mcn.train import RESULT_FILE, TrainConfig, fold_dir
+    from mcn.train import TrainConfig, fold_dir
+    from mcn.train.folds import RESULT_FILE
 
     args, out = bench.args, bench.out
     missing = [m for m in bench.models for f in bench.folds
