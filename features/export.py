@@ -38,7 +38,6 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +49,7 @@ from features.outputs import TABLE_SUFFIXES, output_paths, write_outputs
 from features.pipeline import SegmenterFor, export
 from mcn.data.io import MAX_IMAGE_PIXELS
 from mcn.errors import DataError
+from mcn.files import temp_name
 from mcn.segment.classical import parse_crystal_size_nm
 from mcn.segment.factory import make_segmenter
 from mcn.segment.preprocess import Preprocessor
@@ -147,8 +147,8 @@ def _run(args: argparse.Namespace) -> None:
         from features.classifier import Classifier
 
         classifier = Classifier(args.classifier)
-    overlays = paths["overlays"].with_name(f".{paths['overlays'].name}.tmp{os.getpid()}")
-    overlays.mkdir()
+    overlays = temp_name(paths["overlays"])  # unique: two exports to one folder never share it
+    overlays.mkdir(parents=True)
     try:
         with threadpool_limits(args.jobs):
             result = export(args.images, args.masks, segmenter, classifier, args.pixel_size_nm, args.rock_types,

@@ -19,7 +19,7 @@ import optuna
 
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
-from studies import cli, nested, objectives, runs, spaces
+from studies import cli, nested, objectives, spaces
 from studies.study import TrialBudget, claim, finished_trials, open_study, spent_trials, write_study_outputs
 
 DEFAULT_TRIALS = 20
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
           f"(budget {args.trials}); searching {', '.join(space)}; files in {out}")
     tags = cli.study_tags(args, data, "hpo")
     budget = TrialBudget(study, args.storage, args.trials)
-    objective = _objective(args.model, feature_set, space, data, data.search_folds(carve=feature_set is None), tags,
-                           budget)
+    objective = objectives.search_objective(args.model, feature_set, space, data,
+                                            data.search_folds(carve=feature_set is None), tags, budget.started)
     params = {**data.config(), "model": args.model, "feature_set": feature_set or "image",
               "space": {k: repr(v) for k, v in space.items()}}
     try:
@@ -116,23 +116,6 @@ def _space(args) -> tuple[dict, str | None]:
 def _study_name(args, data, feature_set: str | None) -> str:
     model = f"{args.model}-{feature_set}" if feature_set else args.model
     return f"hpo-{model}-{data.dataset.name}-{args.profile}-{len(data.folds)}fold-seed{args.seed}"
-
-
-def _objective(model: str, feature_set: str | None, space: dict, data, folds: list, tags: dict,
-               budget: TrialBudget):
-    """The study's objective: suggest, score on `folds` in a nested MLflow run, return the mean."""
-    def objective(trial: optuna.Trial) -> float:
-        budget.started()  # this trial is RUNNING: other workers may count it now
-        values = spaces.suggest(trial, space)
-        with runs.trial_run(trial, tags, values):
-            if feature_set is None:
-                train, hparams = spaces.split_params(values)
-                scores = objectives.score_cnn(trial, data, train, hparams, folds)
-            else:
-                scores = objectives.score_classifier(trial, data, model, feature_set, values, folds)
-            return objectives.finish(trial, scores)
-
-    return objective
 
 
 def _summary(study: optuna.Study, out, storage: str) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from mcn.experiment import stats, tracking
 from mcn.experiment.report import SPREAD, mean_std, to_markdown
 from mcn.files import write_text
-from studies import objectives, runs, spaces
+from studies import objectives, spaces
 from studies.study import claim, open_study, spent_trials
 
 DEFAULT_INNER_FOLDS = 3
@@ -54,7 +54,7 @@ def run_nested(args, data: objectives.StudyData, model: str, feature_set: str | 
             print(f"outer fold {outer.index}: study {name!r}, {len(inner)} inner folds, {todo} trial(s) to run")
             with tracking.start_run(f"outer fold {outer.index}", nested=True,
                                     tags={**tags, "outer_fold": str(outer.index)}):
-                objective = _objective(model, feature_set, space, data, inner, tags)
+                objective = objectives.search_objective(model, feature_set, space, data, inner, tags)
                 if todo:
                     study.optimize(objective, n_trials=todo, timeout=args.timeout, show_progress_bar=not args.quiet,
                                    catch=(ValueError,), callbacks=[_print_trial])
@@ -87,20 +87,6 @@ def run_nested(args, data: objectives.StudyData, model: str, feature_set: str | 
     print(text)
     print(f"files: {out}")
     return table
-
-
-def _objective(model: str, feature_set: str | None, space: dict, data, inner: list, tags: dict):
-    def objective(trial: optuna.Trial) -> float:
-        values = spaces.suggest(trial, space)
-        with runs.trial_run(trial, tags, values):
-            if feature_set is None:
-                train, hparams = spaces.split_params(values)
-                folds = objectives.score_cnn(trial, data, train, hparams, inner)
-            else:
-                folds = objectives.score_classifier(trial, data, model, feature_set, values, inner)
-            return objectives.finish(trial, folds)
-
-    return objective
 
 
 def _outer_score(model: str, feature_set: str | None, data, outer, params: dict) -> dict:

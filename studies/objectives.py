@@ -30,6 +30,7 @@ from mcn.experiment.profiles import Profile
 from mcn.data.splits import Fold
 from mcn.errors import DataError
 from mcn.metrics import SUMMARY_METRICS
+from studies import runs, spaces
 
 OBJECTIVE = "f1_macro"
 CNN = "microcrystalnet"
@@ -187,3 +188,21 @@ def finish(trial: optuna.Trial, fold_metrics: list[dict]) -> float:
     for key in (OBJECTIVE, f"{OBJECTIVE}_std", "top1", "top1_std"):
         trial.set_user_attr(key, summary.get(key, float("nan")))
     return summary[OBJECTIVE]
+
+
+def search_objective(model: str, feature_set: str | None, space: dict, data: "StudyData", folds: list,
+                     tags: dict, on_start: Callable[[], None] = lambda: None) -> Callable[[optuna.Trial], float]:
+    """A search's objective: suggest from `space`, score on `folds` in a nested MLflow run, return
+    the mean. `on_start` runs first (a worker's budget lock is released once its trial is RUNNING)."""
+    def objective(trial: optuna.Trial) -> float:
+        on_start()
+        values = spaces.suggest(trial, space)
+        with runs.trial_run(trial, tags, values):
+            if feature_set is None:
+                train, hparams = spaces.split_params(values)
+                scores = score_cnn(trial, data, train, hparams, folds)
+            else:
+                scores = score_classifier(trial, data, model, feature_set, values, folds)
+            return finish(trial, scores)
+
+    return objective
