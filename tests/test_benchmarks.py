@@ -6,6 +6,7 @@ import contextlib
 import io
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -572,3 +573,22 @@ def test_bad_cluster_address_is_refused_before_any_work(scenes, tmp_path, value)
     with pytest.raises(SystemExit) as exc:
         _run(["--data", str(scenes), "--out", str(tmp_path / "out"), "--cluster", value, *SMOKE_ARGS])
     assert str(exc.value.code).startswith(f"error: --cluster {value!r}: give local:N")
+
+
+def test_two_benchmark_processes_start_together_on_a_fresh_store(scenes, tmp_path):
+    """Issue 12 item 7 end to end: two `benchmarks.run` processes, one fresh MLflow SQLite store."""
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.run", "--data", str(scenes), "--models",
+                               "logreg:handcrafted", "--out", str(tmp_path / f"out{i}"), "--tracking-uri", store,
+                               "--jobs", "1", *SMOKE_ARGS], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
+    runs = _runs(store, "scenes")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--out", str(tmp_path / "out0"),
+                 "--tracking-uri", store, *SMOKE_ARGS])  # the store still works for every later run
