@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="mlruns/speed/models", help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if csv_path.exists() and not args.overwrite:
         sys.exit(f"error: {csv_path}: exists; pass --overwrite to replace it")
     device = _device()
-    rows = [measure(name, args) for name in tqdm(models, desc=f"models on {args.backend}", unit="model")]
+    rows = [measure(name, args) for name in tqdm(models, desc=f"models on {args.backend}", unit="model", disable=args.quiet)]
     frame = pd.DataFrame(rows).assign(device=device).reindex(columns=list(COLUMNS))
     table = to_markdown(_display(frame.drop(columns=["backend", "device", "n_crystals", "batch_size"])))
     header = (f"# Model speed\n\nbackend {args.backend} on {device} ({platform.machine()}, "

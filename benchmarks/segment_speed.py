@@ -50,11 +50,11 @@ DEFAULT_FIELD_NM = 1024 * 20.0
 AMPIS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ampis-powder"
 
 
-def _timed(fn, images: list[np.ndarray], desc: str) -> tuple[float, list]:
+def _timed(fn, images: list[np.ndarray], desc: str, quiet: bool) -> tuple[float, list]:
     """Median seconds per image after one untimed warm-up call; also the outputs."""
     fn(images[0])
     seconds, outputs = [], []
-    for image in tqdm(images, desc=desc):
+    for image in tqdm(images, desc=desc, disable=quiet):
         start = time.perf_counter()
         outputs.append(fn(image))
         seconds.append(time.perf_counter() - start)
@@ -103,17 +103,17 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
     rows = []
     if not args.sam_only:
         for name in PAPER_STEPS:
-            seconds, _ = _timed(STEPS[name](), images, f"preprocess:{name}")
+            seconds, _ = _timed(STEPS[name](), images, f"preprocess:{name}", args.quiet)
             rows.append(_row(f"preprocess:{name}", "synthetic", shape, len(images), seconds))
         for name, nm, sizes in (("carbonate", pixel_nm, CARBONATE_CRYSTAL_SIZE_NM), ("default", pixel_nm, None),
                                 ("estimated", float("nan"), None)):
             classical = ClassicalSegmenter.for_pixel_size(nm, sizes)
-            seconds, labels = _timed(classical.segment, images, f"classical:{name}")
+            seconds, labels = _timed(classical.segment, images, f"classical:{name}", args.quiet)
             rows.append(_row(f"classical:{name}", "synthetic", shape, len(images), seconds,
                              _pooled(labels, scenes)))
     if not args.no_sam:
         sam = _sam_segmenter(args)
-        seconds, labels = _timed(sam.segment, images, "SAM")
+        seconds, labels = _timed(sam.segment, images, "SAM", args.quiet)
         pooled = _pooled(labels, scenes)
         rows.append(_row(f"sam:{args.sam_model_type}:{args.sam_precision}", "synthetic", shape,
                          len(images), seconds, pooled if args.sam_checkpoint else None,
@@ -135,7 +135,7 @@ def accuracy_rows(args: argparse.Namespace) -> list[dict]:
             segmenters.append((f"sam:{args.sam_model_type}", _sam_segmenter(args)))
         for task, segmenter in segmenters:
             outputs, seconds = [], []
-            for scene in tqdm(scenes, desc=f"{task} on {name}"):
+            for scene in tqdm(scenes, desc=f"{task} on {name}", disable=args.quiet):
                 segmenter_now = segmenter or ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm)
                 start = time.perf_counter()
                 outputs.append(segmenter_now.segment(scene.image))
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="mlruns/segment_speed",
                         help="output folder (default: %(default)s; reference results: benchmarks/results/segment)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.sam_only and args.no_sam:

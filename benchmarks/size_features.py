@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("mlruns") / "size_features",
                    help="output folder (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace this command's earlier files in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: %(default)s)")
     return p
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> str:
     print(f"{dataset.name}: {len(folds)} folds {describe_grouping(group_by)} ({why}); sizes: {mode} ({reason})")
     features = {m: handcrafted_features(dataset, m, args.jobs).to_numpy() for m in (mode, "none")}
     rows = []
-    for model in tqdm(models, desc="models", unit="model"):
+    for model in tqdm(models, desc="models", unit="model", disable=args.quiet):
         for m, x in features.items():
             for fold, r in zip(folds, cross_validate_classifier(model, x, dataset.labels, folds, dataset.class_names,
                                                                 args.seed, n_jobs=args.jobs)):
