@@ -56,7 +56,9 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                    help="seconds between a worker's signs of life; a trial silent for 3 of them is taken as "
                         "dead, marked failed and run again (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes for the handcrafted features (default: the CPU count, %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -66,6 +68,7 @@ def load(args: argparse.Namespace) -> StudyData:
 
     mcn.select_backend(args.backend)  # before anything imports keras
     checks.seed(args.seed)
+    checks.jobs(args.jobs)
     checks.at_least("--heartbeat", args.heartbeat, 1)
     checks.writable_folder(args.out)
     checks.outside_data(args.out, args.data)
@@ -76,7 +79,7 @@ def load(args: argparse.Namespace) -> StudyData:
         raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
     profile = get_profile(args.profile)
     data = StudyData.load(args.data, args.folds, args.seed, profile, args.out, parse_hparams(args.hparam),
-                          args.group_by, args.size_features)
+                          args.group_by, args.size_features, args.jobs)
     ds = data.dataset
     print(f"data: {ds.name} ({len(ds)} crystals {ds.class_counts()}, fingerprint {data.fingerprint}); "
           f"{len(data.folds)} folds {describe_grouping(data.group_by)} ({data.group_reason}), seed {args.seed}; "

@@ -50,13 +50,14 @@ class StudyData:
     group_by: str = "image"
     group_reason: str = ""
     size_features: str = "none"
+    n_jobs: int = 1
     _handcrafted: np.ndarray | None = None
     _embeddings: dict[int, np.ndarray] | None = None
 
     @classmethod
     def load(cls, data: str | None, n_folds: int, seed: int, profile: Profile, root: Path,
              hparams: dict | None = None, group_by: str | None = None,
-             size_features: str = "auto") -> "StudyData":
+             size_features: str = "auto", n_jobs: int = 1) -> "StudyData":
         """Load the data set (None: the default synthetic one) and make its grouped folds."""
         from mcn.data.load import load_dataset
         from mcn.data.splits import make_folds, resolve_grouping
@@ -70,7 +71,7 @@ class StudyData:
         folds = make_folds(dataset, n_splits=n_folds, seed=seed, group_by=group_by)
         size_features = resolve_size_features(dataset, size_features)[0]
         return cls(dataset, folds, profile, seed, Path(root), dict(hparams or {}), dataset.fingerprint(),
-                   group_by, why, size_features)
+                   group_by, why, size_features, n_jobs)
 
     def search_folds(self, carve: bool = True) -> list[Fold]:
         """One search split inside each fold's training part, scored on its validation part; `carve`
@@ -107,7 +108,8 @@ class StudyData:
         if self._handcrafted is None:
             from features.handcrafted import handcrafted_features
 
-            self._handcrafted = handcrafted_features(self.dataset, self.size_features).to_numpy(np.float64)
+            self._handcrafted = handcrafted_features(self.dataset, self.size_features,
+                                                     self.n_jobs).to_numpy(np.float64)
         return self._handcrafted
 
     def embedding_dir(self) -> Path:
