@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "crystal has a pixel size, px where none has (default: %(default)s)")
     p.add_argument("--crossfit", type=int, metavar="K",
                    help="embedding and hybrid rows: embed each fold's training crystals by CNNs trained on K-1 "
-                        "of K inner grouped folds of its training part (0: off; default: the profile's, 3 in "
-                        "paper, 0 in quick)")
+                        "of K inner grouped folds of its training part (0, the default: off; measured harmful "
+                        "with raw embeddings, whose axes differ between CNNs: see benchmarks/results/crossfit)")
     p.add_argument("--params", type=Path, action="append", default=[], metavar="FILE",
                    help="best_params.json of a study (studies.hpo): its model with those parameters runs as its "
                         "own row, named '<model> tuned'; repeatable")
