@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fixes every split, model and training (default: %(default)s)")
     p.add_argument("--profile", choices=tuple(profiles.PROFILES),
                    help="CNN training budget (default: paper on a GPU, quick otherwise)")
-    p.add_argument("--backend", choices=("torch", "tensorflow", "jax"),
+    p.add_argument("--backend", choices=mcn.BACKENDS,
                    default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
     p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
                    help="size among the handcrafted inputs (default: %(default)s)")
