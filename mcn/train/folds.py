@@ -24,7 +24,7 @@ from mcn.train.config import TrainConfig
 RESULT_FILE = "result.json"
 ARRAYS_FILE = "arrays.npz"
 MODEL_FILE = "model.keras"
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro", "lr", "seconds")
 
 
 class ResumeError(ValueError):

@@ -57,13 +57,13 @@ def _epoch_recorder(total: int, description: str, show: bool):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro"):
                 self.history[key].append(float(logs.get(key, np.nan)))
             self.history["lr"].append(self.lr)
             self.history["seconds"].append(time.perf_counter() - self.started)
             self.bar.set_postfix(loss=f"{logs.get('loss', np.nan):.3f}",
                                  val_loss=f"{logs.get('val_loss', np.nan):.3f}",
-                                 val_acc=f"{logs.get('val_accuracy', np.nan):.3f}")
+                                 val_f1=f"{logs.get('val_f1_macro', np.nan):.3f}")
             self.bar.update()
 
         def on_train_end(self, logs=None):
@@ -139,7 +139,9 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
 
     model = create_model(model_name, input_shape=(size, size, 1), num_classes=n_classes, **hparams)
     prepare_model(model, x_train, seed=seed)
-    model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy", metrics=["accuracy"])
+    # macro-F1 per epoch on the validation part: the learning curve of the score the tables report
+    model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")])
     recorder = _epoch_recorder(config.epochs, f"{model_name} fold {fold.index}", config.progress)
     stopper = keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping_patience,
                                             restore_best_weights=True)
