@@ -1,9 +1,12 @@
 """`python -m benchmarks.cv_models`: the six CNNs by 5-fold grouped CV on one Keras backend.
 
 Reports, per model, mean +- std top-1 and macro F1 over the folds, parameter count, FLOPs per
-crystal and seconds per epoch, as cv_models.csv and cv_models.md in `--out/<backend>/`: run it once
-per backend to compare backends. Budgets come from `benchmarks.profiles` ("quick" by default;
-`--profile paper` is the full paper protocol: 30 epochs, batch 32, every CNN at its own input size);
+crystal, seconds per epoch and where training converged (the epoch whose weights were kept, lowest
+validation loss, and the epoch of peak validation macro-F1, medians over the folds), as cv_models.csv
+and cv_models.md in `--out/<backend>/`, with each model's learning curves in
+`--out/<backend>/<model>/training_curves.png`: run it once per backend to compare backends. Budgets
+come from `benchmarks.profiles` ("quick" by default; `--profile paper` is the full paper protocol: 30
+epochs, batch 32, every CNN at its own input size);
 `--epochs` and `--input-size` override them. Training goes through `mcn.train.cross_validate`, so an
 interrupted run resumes from its fold folders; a model that fails records its error and the run
 goes on (the exit code then says so).
@@ -27,7 +30,8 @@ from mcn.files import write_text
 from mcn.train.backend import AUTO, resolve_backend, use_compilation_cache
 
 COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
-           "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "train_seconds",
+           "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "best_epoch", "val_f1_peak_epoch",
+           "train_seconds",
            "train_crystals_per_second", "inference_ms_per_crystal", "inference_crystals_per_second", "error")
 
 
@@ -74,7 +78,7 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
     """One table row: CV of `model`, or its error."""
     import keras
 
-    from mcn.evaluate import write_report
+    from mcn.evaluate import plot_training_curves, write_report
     from mcn.train import cross_validate
 
     config = train_config(model, profile, args)
@@ -86,12 +90,17 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
                                  progress=not args.quiet)
     except Exception as exc:  # noqa: BLE001  (a failing model is recorded, the others still run)
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
-    table = write_report(results, dataset, Path(args.out) / row["backend"] / model, figures=False)
+    folder = Path(args.out) / row["backend"] / model
+    table = write_report(results, dataset, folder, figures=False)
+    plot_training_curves([r.history for r in results], folder / "training_curves.png")
+    peaks = [int(np.nanargmax(r.history["val_f1_macro"])) + 1 for r in results if r.history.get("val_f1_macro")]
     mean, std = (table[table["fold"] == k].iloc[0] for k in ("mean", "std"))
     return {**row, "input_size": results[0].input_size, "top1_mean": mean["top1"], "top1_std": std["top1"],
             "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,
             "flops": results[0].flops, "seconds_per_epoch": mean["seconds_per_epoch"],
-            "epochs_run": mean["epochs_run"], "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
+            "epochs_run": mean["epochs_run"], "best_epoch": float(np.median([r.best_epoch + 1 for r in results])),
+            "val_f1_peak_epoch": float(np.median(peaks)) if peaks else np.nan,
+            "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
             # NaN for folds recorded before train_crystals was kept
             "train_crystals_per_second": float(np.mean([(r.train_crystals or np.nan) / r.seconds_per_epoch
                                                         for r in results])),
@@ -111,6 +120,8 @@ def markdown(table: pd.DataFrame) -> str:
         "FLOPs / crystal": [f"{v / 1e9:.3f} G" if v == v else "-" for v in table["flops"]],
         "s / epoch": [f"{v:.2f}" if v == v else "-" for v in table["seconds_per_epoch"]],
         "epochs run": [f"{v:.1f}" if v == v else "-" for v in table["epochs_run"]],
+        "kept epoch": [f"{v:.0f}" if v == v else "-" for v in table["best_epoch"]],
+        "val F1 peak epoch": [f"{v:.0f}" if v == v else "-" for v in table["val_f1_peak_epoch"]],
         "train s (all folds)": [f"{v:.0f}" if v == v else "-" for v in table["train_seconds"]],
         "train crystals / s": [f"{v:,.0f}" if v == v else "-" for v in table["train_crystals_per_second"]],
         "inference crystals / s": [f"{v:,.0f}" if v == v else "-" for v in table["inference_crystals_per_second"]],

@@ -87,19 +87,21 @@ def plot_roc_curves(y_true: np.ndarray, probabilities: np.ndarray, class_names, 
 
 
 def plot_training_curves(histories: list[dict], path) -> Path:
-    """Loss and accuracy per epoch, train (solid) vs validation (dashed), one colour per fold; a dot
-    marks the epoch whose weights were kept (lowest validation loss)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Loss, accuracy and (where recorded) macro-F1 per epoch, train (solid) vs validation (dashed),
+    one colour per fold; a dot marks the epoch whose weights were kept (lowest validation loss)."""
+    keys = ["loss", "accuracy"] + (["val_f1_macro"] if all(h.get("val_f1_macro") for h in histories) else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2))
     for fold, (history, colour) in enumerate(zip(histories, _colours(len(histories)))):
         epochs = np.arange(1, len(history["loss"]) + 1)
-        for ax, key in zip(axes, ("loss", "accuracy")):
-            ax.plot(epochs, history[key], "-", color=colour, label=f"fold {fold} train")
-            ax.plot(epochs, history[f"val_{key}"], "--", color=colour, label=f"fold {fold} val")
         best = int(np.nanargmin(history["val_loss"]))
-        for ax, key in zip(axes, ("val_loss", "val_accuracy")):
-            ax.plot(best + 1, history[key][best], "o", color=colour, markersize=5)
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.set(xlabel="epoch", ylabel=key, title=f"Training {key}")
+        for ax, key in zip(axes, keys):
+            validation = key if key.startswith("val_") else f"val_{key}"
+            if key in history and key != validation:
+                ax.plot(epochs, history[key], "-", color=colour, label=f"fold {fold} train")
+            ax.plot(epochs, history[validation], "--", color=colour, label=f"fold {fold} val")
+            ax.plot(best + 1, history[validation][best], "o", color=colour, markersize=5)
+    for ax, key in zip(axes, keys):
+        ax.set(xlabel="epoch", ylabel=key, title="Validation macro-F1" if key == "val_f1_macro" else f"Training {key}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=7, ncol=2)
     return save_figure(fig, path, bbox_inches="tight")

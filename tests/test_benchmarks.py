@@ -592,3 +592,20 @@ def test_two_benchmark_processes_start_together_on_a_fresh_store(scenes, tmp_pat
     assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert _run(["--data", str(scenes), "--models", "logreg:handcrafted", "--out", str(tmp_path / "out0"),
                  "--tracking-uri", store, *SMOKE_ARGS])  # the store still works for every later run
+
+
+def test_cv_models_reports_where_training_converged(scenes, tmp_path):
+    """The reference table says which epoch was kept and when validation macro-F1 peaked, and draws
+    each model's learning curves (train vs validation loss, accuracy and macro-F1 per fold)."""
+    import pandas as pd
+
+    from benchmarks import cv_models
+
+    out = tmp_path / "cv"
+    cv_models.main(["--data", str(scenes), "--profile", "smoke", "--models", "microcrystalnet", "--folds", "2",
+                    "--epochs", "2", "--backend", "torch", "--out", str(out), "--quiet"])
+    row = pd.read_csv(out / "torch" / "cv_models.csv").iloc[0]
+    assert row["error"] != row["error"]  # NaN: no error
+    assert 1 <= row["best_epoch"] <= 2 and 1 <= row["val_f1_peak_epoch"] <= 2
+    assert (out / "torch" / "microcrystalnet" / "training_curves.png").stat().st_size > 0
+    assert "val F1 peak epoch" in (out / "torch" / "cv_models.md").read_text()

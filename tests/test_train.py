@@ -295,3 +295,33 @@ def test_auto_backend_picks_the_fastest_installed_backend_on_a_cpu(monkeypatch):
     backend, reason = auto_backend(["densenet121", "efficientnetb0", "resnet50"])
     assert backend == ("tensorflow" if tensorflow else "torch")
     assert "densenet121, efficientnetb0" in reason and ("not installed" in reason) != tensorflow
+
+
+def test_onecycle_warms_up_to_the_peak_rate_then_anneals(dataset):
+    """The fast recipe's schedule: the rate climbs to learning_rate, then falls towards zero, and the
+    validation macro-F1 of every epoch is recorded for the learning curves."""
+    folds = make_folds(dataset, n_splits=2, seed=0)
+    config = TrainConfig(epochs=4, batch_size=16, input_size=24, seed=0, schedule="onecycle", learning_rate=3e-3,
+                         warmup_fraction=0.5, label_smoothing=0.1, early_stopping_patience=10, progress=False)
+    result = cross_validate("microcrystalnet", dataset, folds[:1], config, HPARAMS, progress=False)[0]
+    lr = result.history["lr"]
+    assert lr[0] < lr[1] < lr[2] and lr[2] > lr[3], lr
+    assert max(lr) == pytest.approx(3e-3, rel=0.35) and lr[3] < 3e-3
+    f1 = result.history["val_f1_macro"]
+    assert len(f1) == 4 and all(0 <= v <= 1 for v in f1)
+
+
+def test_test_flips_make_predictions_flip_invariant(dataset):
+    """With test_flips a crystal and its mirror image get the same class probabilities."""
+    from mcn.train import predict_all
+
+    x = dataset.patches(24)[:40]
+    model = create_model("microcrystalnet", input_shape=(24, 24, 1), num_classes=dataset.num_classes, **HPARAMS)
+    prepare_model(model, x, seed=0)
+    plain, _, _ = predict_all(model, x, 16)
+    mirrored, _, _ = predict_all(model, x[:, :, ::-1], 16)
+    assert not np.allclose(plain, mirrored, atol=1e-4)
+    p, e, _ = predict_all(model, x, 16, test_flips=True)
+    p_m, e_m, _ = predict_all(model, np.ascontiguousarray(x[:, :, ::-1]), 16, test_flips=True)
+    np.testing.assert_allclose(p, p_m, atol=1e-5)
+    np.testing.assert_allclose(e, e_m, atol=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("plateau", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,13 @@ class TrainConfig:
     early_stopping_patience: the paper says "several epochs"; 10 lets the LR drop (patience 5) act
         at least once before training stops.
     momentum: used by the "sgd" optimizer only.
+    schedule: "plateau" is the paper's (divide the rate by 1/lr_factor when the validation loss stalls);
+        "onecycle" warms the rate up linearly from learning_rate / 10 to learning_rate over the first
+        warmup_fraction of the steps, then anneals it to zero along a cosine (Smith's one-cycle policy,
+        as keras.optimizers.schedules.CosineDecay): a higher peak rate that converges in few epochs.
+    label_smoothing: share of each one-hot target spread over the other classes (0: the paper's loss).
+    test_flips: predict every crystal as the mean over it and its horizontal, vertical and double flip
+        (a crystal has no preferred orientation in the image; 4x the inference cost).
     input_size: square patch side; None takes the model's default (`model_defaults(name)`).
     recalibrate_bn: after training, re-estimate every BatchNorm's moving statistics on training
         patches (`mcn.models.recalibrate_batchnorm`); not in the paper, for budgets of a few
@@ -30,6 +38,10 @@ class TrainConfig:
     lr_factor: float = 0.1
     lr_patience: int = 5
     min_lr: float = 0.0
+    schedule: str = "plateau"
+    warmup_fraction: float = 0.3
+    label_smoothing: float = 0.0
+    test_flips: bool = False
     early_stopping_patience: int = 10
     balance: bool = True
     input_size: int | None = None
@@ -40,6 +52,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
+        if not 0 <= self.warmup_fraction < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"need 0 <= warmup_fraction < 1 and 0 <= label_smoothing < 1; got "
+                             f"{self.warmup_fraction}, {self.label_smoothing}.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1; got {getattr(self, name)}.")

@@ -31,14 +31,20 @@ def fold_seed(seed: int, fold: int) -> int:
     return seed * 1000 + fold
 
 
-def _optimizer(config: TrainConfig):
+def _optimizer(config: TrainConfig, steps: int):
+    """The configured optimizer; under the one-cycle schedule its rate follows the step count."""
     import keras
 
+    rate = config.learning_rate
+    if config.schedule == "onecycle":
+        warmup = int(config.warmup_fraction * steps)
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate / 10, max(steps - warmup, 1),
+                                                      warmup_target=config.learning_rate, warmup_steps=warmup)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
+        return keras.optimizers.SGD(rate, momentum=config.momentum)
     if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(config.learning_rate)
-    return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.RMSprop(rate)
+    return keras.optimizers.Adam(rate)
 
 
 def _epoch_recorder(total: int, description: str, show: bool):
@@ -96,11 +102,18 @@ def whole_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> t
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
-def predict_all(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Class probabilities and penultimate-layer embeddings of every patch from one pass, and the
-    seconds per crystal of that pass. The input is padded with blank patches to whole batches (their
-    outputs dropped: inference treats rows independently), so jax and tensorflow compile one batch
-    shape per model and input size; the pass is timed after a warm-up batch that compiles it."""
+def flips(x: np.ndarray) -> list[np.ndarray]:
+    """A batch of (n, h, w, c) patches and its horizontal, vertical and double flips."""
+    return [x, x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
+
+
+def predict_all(model, x: np.ndarray, batch_size: int, test_flips: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class probabilities and penultimate-layer embeddings of every patch, and the seconds per
+    crystal of the prediction; with `test_flips`, both are means over the four flips of each patch.
+    The input is padded with blank patches to whole batches (their outputs dropped: inference treats
+    rows independently), so jax and tensorflow compile one batch shape per model and input size; the
+    pass is timed after a warm-up batch that compiles it."""
     import keras
 
     from mcn.models import embedding_model
@@ -109,10 +122,12 @@ def predict_all(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.n
     padded = np.concatenate([x, np.zeros((-len(x) % batch_size, *x.shape[1:]), x.dtype)])
     both.predict(padded[:batch_size], batch_size=batch_size, verbose=0)
     start = time.perf_counter()
-    probabilities, embeddings = both.predict(padded, batch_size=batch_size, verbose=0)
+    views = flips(padded) if test_flips else [padded]
+    outputs = [both.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0) for v in views]
     seconds = (time.perf_counter() - start) / max(len(x), 1)
     n = len(x)
-    return probabilities[:n].astype(np.float32), embeddings[:n].astype(np.float32).reshape(n, -1), seconds
+    probabilities, embeddings = (np.mean([o[i][:n] for o in outputs], axis=0) for i in (0, 1))
+    return probabilities.astype(np.float32), embeddings.astype(np.float32).reshape(n, -1), seconds
 
 
 def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparams: dict | None = None,
@@ -140,23 +155,24 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     model = create_model(model_name, input_shape=(size, size, 1), num_classes=n_classes, **hparams)
     prepare_model(model, x_train, seed=seed)
     # macro-F1 per epoch on the validation part: the learning curve of the score the tables report
-    model.compile(optimizer=_optimizer(config), loss="categorical_crossentropy",
+    model.compile(optimizer=_optimizer(config, config.epochs * (len(x_train) // config.batch_size)),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")])
     recorder = _epoch_recorder(config.epochs, f"{model_name} fold {fold.index}", config.progress)
     stopper = keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping_patience,
                                             restore_best_weights=True)
-    plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_factor,
-                                                patience=config.lr_patience, min_lr=config.min_lr)
+    plateau = [keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_factor, patience=config.lr_patience,
+                                                 min_lr=config.min_lr)] if config.schedule == "plateau" else []
     start = time.perf_counter()
     model.fit(x_train, np.eye(n_classes, dtype=np.float32)[y_train],
               validation_data=(x_all[fold.val], np.eye(n_classes, dtype=np.float32)[dataset.labels[fold.val]]),
               epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
-              callbacks=[recorder, plateau, stopper])
+              callbacks=[recorder, *plateau, stopper])
     if config.recalibrate_bn:
         recalibrate_batchnorm(model, x_train, seed=seed)
     train_seconds = time.perf_counter() - start
 
-    all_probabilities, embeddings, per_crystal = predict_all(model, x_all, config.batch_size)
+    all_probabilities, embeddings, per_crystal = predict_all(model, x_all, config.batch_size, config.test_flips)
     probabilities = all_probabilities[fold.test]
     y_true = dataset.labels[fold.test]
     history = recorder.history
