@@ -4,8 +4,10 @@ Each ablation is an Optuna study whose one parameter, `variant`, runs over a fix
 variant is scored on the same grouped folds as the others (mean and std of macro-F1 and top-1 over
 the folds). Variants change the profile's MicroCrystalNet setting one thing at a time: the NSR block
 (z-score, PCA, L1 each off, all off; PCA dimension), conv kernel sizes and depth, input resolution,
-batch size, dropout and optimizer. `hybrid` asks whether CNN embeddings help the classical models:
-each classifier of the profile on handcrafted, embedding and hybrid features.
+batch size, dropout and optimizer; `recipe` adds the fast-training levers (one-cycle schedule, label
+smoothing, test-time flips, larger batches, more epochs, larger input) one at a time. `hybrid` asks
+whether CNN embeddings help the classical models: each classifier of the profile on handcrafted,
+embedding and hybrid features.
 
 Resume: a variant counts as done once a trial of it completed. Each invocation queues the missing
 variants in table order (`enqueue_trial`), so a variant interrupted by Ctrl-C (Optuna marks it FAIL)
@@ -47,6 +49,13 @@ CNN_ABLATIONS: dict[str, dict[str, dict]] = {
     "batch_size": {f"batch_{b}": {"batch_size": b} for b in (16, 32, 64, 128, 256)},
     "dropout": {f"dropout_{d}": {"fc_dropout": d} for d in (0.2, 0.5, 0.7)},
     "optimizer": {o: {"optimizer": o} for o in ("adam", "sgd", "rmsprop")},
+    # the fast-training levers (issue 15), each added alone to the profile's recipe
+    "recipe": {"profile": {}, "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
+               "label_smoothing": {"label_smoothing": 0.1}, "test_flips": {"test_flips": True},
+               "batch_64": {"batch_size": 64, "learning_rate": 2e-3}, "epochs_x2": {"epochs": 16},
+               "48px": {"input_size": 48},
+               "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "label_smoothing": 0.1,
+                              "test_flips": True}},
 }
 """Variant name -> MicroCrystalNet overrides (TrainConfig or create_model names, see `spaces`)."""
 

@@ -16,7 +16,8 @@ from optuna.distributions import CategoricalDistribution as Choice
 from optuna.distributions import FloatDistribution as Float
 from optuna.distributions import IntDistribution as Int
 
-TRAIN_PARAMS = ("learning_rate", "batch_size", "optimizer", "input_size")
+TRAIN_PARAMS = ("learning_rate", "batch_size", "optimizer", "input_size", "epochs", "schedule", "label_smoothing",
+                "test_flips")
 """MicroCrystalNet parameters that belong to the training protocol (`TrainConfig`), not the model."""
 
 LIST_PARAMS = ("filters", "kernel_sizes", "fc_units")
