@@ -5,7 +5,7 @@ variant is scored on the same grouped folds as the others (mean and std of macro
 the folds). Variants change the profile's MicroCrystalNet setting one thing at a time: the NSR block
 (z-score, PCA, L1 each off, all off; PCA dimension), conv kernel sizes and depth, input resolution,
 batch size, dropout and optimizer; `recipe` adds the fast-training levers (one-cycle schedule, label
-smoothing, test-time flips, larger batches, more epochs, larger input) one at a time. `hybrid` asks
+smoothing, test-time flips, larger batches) one at a time, then together. `hybrid` asks
 whether CNN embeddings help the classical models: each classifier of the profile on handcrafted,
 embedding and hybrid features.
 
@@ -52,8 +52,7 @@ CNN_ABLATIONS: dict[str, dict[str, dict]] = {
     # the fast-training levers (issue 15), each added alone to the profile's recipe
     "recipe": {"profile": {}, "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
                "label_smoothing": {"label_smoothing": 0.1}, "test_flips": {"test_flips": True},
-               "batch_64": {"batch_size": 64, "learning_rate": 2e-3}, "epochs_x2": {"epochs": 16},
-               "48px": {"input_size": 48},
+               "batch_64": {"batch_size": 64, "learning_rate": 2e-3},
                "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "label_smoothing": 0.1,
                               "test_flips": True}},
 }
