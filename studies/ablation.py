@@ -5,9 +5,9 @@ variant is scored on the same grouped folds as the others (mean and std of macro
 the folds). Variants change the profile's MicroCrystalNet setting one thing at a time: the NSR block
 (z-score, PCA, L1 each off, all off; PCA dimension), conv kernel sizes and depth, input resolution,
 batch size, dropout and optimizer; `recipe` adds the fast-training levers (one-cycle schedule, label
-smoothing, test-time flips, larger batches) one at a time, then together. `hybrid` asks
-whether CNN embeddings help the classical models: each classifier of the profile on handcrafted,
-embedding and hybrid features.
+smoothing, test-time flips, larger batches, more epochs, larger input) one at a time, then
+together. `hybrid` asks whether CNN embeddings help the classical models: each classifier of the
+profile on handcrafted, embedding and hybrid features.
 
 Resume: a variant counts as done once a trial of it completed. Each invocation queues the missing
 variants in table order (`enqueue_trial`), so a variant interrupted by Ctrl-C (Optuna marks it FAIL)
@@ -49,11 +49,14 @@ CNN_ABLATIONS: dict[str, dict[str, dict]] = {
     "batch_size": {f"batch_{b}": {"batch_size": b} for b in (16, 32, 64, 128, 256)},
     "dropout": {f"dropout_{d}": {"fc_dropout": d} for d in (0.2, 0.5, 0.7)},
     "optimizer": {o: {"optimizer": o} for o in ("adam", "sgd", "rmsprop")},
-    # the fast-training levers (issue 15), each added alone to the profile's recipe
-    "recipe": {"profile": {}, "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
-               "label_smoothing": {"label_smoothing": 0.1}, "test_flips": {"test_flips": True},
+    # the fast-training levers (issue 15), one at a time on top of the profile's recipe, then together
+    "recipe": {"profile": {}, "epochs_x2": {"epochs": 16},
+               "onecycle_epochs_x2": {"schedule": "onecycle", "learning_rate": 3e-3, "epochs": 16},
+               "48px": {"input_size": 48}, "test_flips": {"test_flips": True},
+               "label_smoothing": {"label_smoothing": 0.1},
+               "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
                "batch_64": {"batch_size": 64, "learning_rate": 2e-3},
-               "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "label_smoothing": 0.1,
+               "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "epochs": 16, "label_smoothing": 0.1,
                               "test_flips": True}},
 }
 """Variant name -> MicroCrystalNet overrides (TrainConfig or create_model names, see `spaces`)."""
