@@ -11,7 +11,6 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.morphometry import HANDCRAFTED_COLUMNS, morphometry_table
+from mcn import cli
 from mcn.data.load import load_dataset
 from mcn.errors import DataError
 from mcn.files import atomic_path
@@ -26,12 +26,11 @@ from mcn.files import atomic_path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.feature_speed", description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
+    cli.data(p)
     p.add_argument("--limit", type=int, default=None, help="measure only the first N crystals")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="also time this many worker processes (default: CPU count, %(default)s)")
+    cli.jobs(p)
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV file")
+    cli.out(p, type=Path, metavar="ROWS.csv", default_text="no file; the rows are printed")
     return p
 
 

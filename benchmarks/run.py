@@ -31,13 +31,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import mcn
+from mcn import cli
 from mcn.experiment import profiles
 from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text
+from mcn.experiment.comparison import compare, protocol_text
 from mcn.metrics import METRICS_VERSION
-from features.handcrafted import SIZE_FEATURES
-from mcn.data.splits import GROUPINGS
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
 from mcn import checks
@@ -51,27 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark MicroCrystalNet, the baseline CNNs and classical models (handcrafted, CNN-"
                     "embedding and hybrid features) on the same grouped folds; log to MLflow; print a "
                     "comparison table with significance tests.")
-    p.add_argument("--data", help="scene folder or patch folder (default: the cached synthetic data set)")
-    p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
-    p.add_argument("--models",
-                   help="comma list of models: CNN names (microcrystalnet, vgg16, ...), classical "
-                        "CLASSIFIER:FEATURES (xgboost:hybrid), a classifier (all its feature sets), a feature "
-                        "set (handcrafted, embedding, hybrid), or a family (all, cnn, baselines: every "
-                        "registered CNN; classical); default: the profile's models")
-    p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
-    p.add_argument("--group-by", choices=GROUPINGS,
-                   help="cross-validation group: rock sample or source image (default: sample where the data "
-                        "records enough samples, else image; the command says which and why)")
+    cli.data(p)
+    cli.pixel_size_nm(p, default_text="images.csv, then the image's metadata; this flag wins over both")
+    cli.models(p, default_text="the profile's models")
+    cli.folds(p)
+    cli.group_by(p)
     p.add_argument("--repeats", type=int, default=1,
                    help="repeated grouped CV, each repeat with its own fold seed (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
-    p.add_argument("--profile", choices=tuple(profiles.PROFILES),
-                   help="compute budget (default: paper on a GPU, quick otherwise)")
-    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
-                   help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
-    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
-                   help="crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm where every "
-                        "crystal has a pixel size, px where none has (default: %(default)s)")
+    cli.seed(p)
+    cli.profile(p)
+    cli.backend(p)
+    cli.size_features(p)
     p.add_argument("--crossfit", type=int, metavar="K",
                    help="embedding and hybrid rows: embed each fold's training crystals by CNNs trained on K-1 "
                         "of K inner grouped folds of its training part (0, the default: off; measured harmful "
@@ -81,24 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "own row, named '<model> tuned'; repeatable")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
-    p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
-                   help="metric that ranks models and drives the tests (default: %(default)s)")
-    p.add_argument("--rope", type=float, default=DEFAULT_ROPE,
-                   help="region of practical equivalence of the Bayesian correlated t-test, in units of the "
-                        "rank metric (default: %(default)s)")
-    p.add_argument("--out", type=Path,
-                   help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
-    p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results this suite stored in --out earlier, recompute all")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes for the handcrafted features and the classical models' folds "
-                        "(default: the CPU count, %(default)s)")
+    cli.rank_metric(p)
+    cli.rope(p)
+    cli.out(p, type=Path, default_text="mlruns/benchmark/<data set>-<profile>-seed<seed>")
+    cli.tracking_uri(p)
+    cli.overwrite(p)
+    cli.jobs(p)
     p.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
                    help="run the model x fold grid on Dask distributed: local:N starts N local worker "
                         "processes, tcp://HOST:8786 uses a running scheduler whose workers see --data and "
                         "--out at the same paths (pip install -e \".[dask]\")")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.quiet(p)
     return p
 
 

@@ -29,6 +29,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
+from mcn import cli
 from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
@@ -262,16 +263,14 @@ def _write_json(path: Path, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mcn.segment.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="scene data set folder (images/, masks/)")
-    parser.add_argument("--sam-checkpoint", required=True, help="SAM checkpoint to start from (never downloaded)")
-    parser.add_argument("--sam-model-type", default="vit_b", help="vit_b, vit_l or vit_h (default vit_b)")
-    parser.add_argument("--out", required=True, help="where to write the tuned checkpoint (.pth)")
-    parser.add_argument("--epochs", type=int, default=5)
+    cli.data(parser, required=True)
+    cli.sam(parser, required=True)
+    cli.out(parser, required=True, metavar="FILE.pth")
+    cli.epochs(parser, 5)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out")
+    cli.val_fraction(parser, 0.2)
     parser.add_argument("--prompt", choices=PROMPTS, default="mixed")
     parser.add_argument("--train", default="mask_decoder",
                         help=f"comma-separated parts to train, from {','.join(PARTS)}")
@@ -282,9 +281,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points-per-side", type=int, default=32, help="automatic evaluation grid")
     parser.add_argument("--no-automatic-eval", action="store_true",
                         help="skip the (slow on CPU) automatic-mask evaluation of held-out images")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    cli.device(parser)
+    cli.seed(parser)
+    cli.overwrite(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
