@@ -159,11 +159,13 @@ def backend(parser, auto: bool = False) -> argparse.Action:
     return _add(parser, "--backend", os.environ.get("KERAS_BACKEND", "torch"), choices=choices)
 
 
-def sam(parser, required: bool = False, default_text: str | None = None) -> None:
+def sam(parser, required: bool = False, default_text: str | None = None,
+        model_types: Sequence[str] = SAM_MODEL_TYPES) -> None:
     """--sam-checkpoint and --sam-model-type, the pair every SAM path takes; `default_text`: what
-    the command does without a checkpoint."""
+    the command does without a checkpoint; `model_types`: segment_anything's registry where the
+    command has it imported already (it takes seconds to import)."""
     _add(parser, "--sam-checkpoint", default_text=default_text, required=required)
-    _add(parser, "--sam-model-type", "vit_b", choices=SAM_MODEL_TYPES)
+    _add(parser, "--sam-model-type", "vit_b", choices=tuple(model_types))
 
 
 def pixel_size_nm(parser, default: float | None = None, default_text: str | None = None) -> argparse.Action:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
@@ -266,7 +267,7 @@ def _write_json(path: Path, payload: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mcn.segment.finetune", description=__doc__.split("\n")[0])
     cli.data(parser, required=True)
-    cli.sam(parser, required=True)
+    cli.sam(parser, required=True, model_types=sorted(sam_model_registry))
     cli.out(parser, required=True, metavar="FILE.pth")
     cli.epochs(parser, 5)
     parser.add_argument("--lr", type=float, default=1e-4)
