@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from features.morphometry import HANDCRAFTED_COLUMNS, morphometry_table
 from mcn import cli
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.jobs(p)
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default: %(default)s)")
     cli.out(p, type=Path, metavar="ROWS.csv", default_text="no file; the rows are printed")
+    cli.quiet(p)
     return p
 
 
@@ -64,11 +66,11 @@ def main(argv: list[str] | None = None) -> None:
                dict(images=crops, pixel_size_nm=pixel, touches_border=border, n_jobs=jobs))
               for jobs in sorted({1, args.jobs})]
     rows = []
-    for name, jobs, kwargs in cases:
+    for name, jobs, kwargs in tqdm(cases, desc="timing", unit="case", disable=args.quiet):
         seconds = _best_seconds(args.repeat, lambda: morphometry_table(masks, **kwargs))
         rows.append({"case": name, "processes": jobs, "crystals": n, "seconds": round(seconds, 3),
                      "crystals_per_s": round(n / seconds, 1)})
-        print(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
+        tqdm.write(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
     if args.out is not None:
         with atomic_path(args.out) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)

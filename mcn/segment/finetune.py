@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.device(parser)
     cli.seed(parser)
     cli.overwrite(parser)
+    cli.quiet(parser)
     return parser
 
 
@@ -297,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
         model = load_sam(args.sam_checkpoint, args.sam_model_type)
-        scenes = [(s.image, s.labels) for s in tqdm(iter_scenes(args.data), desc="reading scenes")]
+        scenes = [(s.image, s.labels)
+                  for s in tqdm(iter_scenes(args.data), desc="reading scenes", disable=args.quiet)]
         train_idx, held_idx = split_scenes(len(scenes), args.val_fraction, args.seed)
         geometry = dict(tile_size=args.tile_size, overlap=args.overlap, min_area=args.min_area,
                         device=args.device)
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         before = evaluate(model, held, **eval_kwargs)
         history = finetune(model, [scenes[i] for i in train_idx], epochs=args.epochs, lr=args.lr,
                            prompt=args.prompt, trainable=tuple(args.train.split(",")),
-                           instances=args.instances, seed=args.seed, **geometry)
+                           instances=args.instances, seed=args.seed, progress=not args.quiet, **geometry)
         after = evaluate(model, held, **eval_kwargs)
         save_checkpoint(model, out, overwrite=args.overwrite)
     except (DataError, FileExistsError, ValueError) as exc:

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=1024, help="image side in pixels")
     cli.pixel_size_nm(parser, 20.0)
     cli.overwrite(parser)
+    cli.quiet(parser)
     knobs = parser.add_argument_group("scene knobs (defaults give the benchmark's default data set)")
     descriptions = _knob_help()
     for f in fields(SceneConfig):
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     try:
         out = generate(args.out, n_images=args.n_images, image_size=args.image_size,
-                       pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite, **config)
+                       pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite,
+                       progress=not args.quiet, **config)
     except (ValueError, FileExistsError, DataError) as exc:
         sys.exit(f"error: {exc}")
     n_crystals = sum(1 for _ in open(out / "crystals.csv")) - 1
