@@ -26,10 +26,10 @@ from features.crossval import cross_validate_classifier, training_index
 from features.embeddings import FEATURE_SETS, fold_features, load_fold_embeddings
 from mcn.experiment.report import mean_std_columns
 from mcn.experiment.profiles import PAPER
-from mcn.experiment.stats import summarize
+from mcn.experiment.stats import mean_importance, summarize
 from mcn.experiment.report import to_markdown as markdown_table
 from mcn.files import write_text
-from features.importance import importance_table, mean_importance, plot_importance
+from features.importance import importance_table, plot_importance
 from features.handcrafted import handcrafted_features, resolve_size_features
 from mcn import cli
 from mcn.data.load import load_dataset
