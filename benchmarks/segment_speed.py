@@ -162,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.segment_speed",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--image-size", type=int, default=2048, help="speed-test image side in px")
-    parser.add_argument("--n-images", type=int, default=3,
-                        help="timed images (the first is also run once untimed as a warm-up)")
+    cli.n_images(parser, 3, default_text="3 timed, the first also run once untimed as a warm-up")
     cli.data(parser, default_text="the cached synthetic data set; its scenes score the accuracy")
     parser.add_argument("--ampis", default=str(AMPIS_DIR), help="ampis-powder scenes ('' to skip)")
     parser.add_argument("--accuracy-images", type=int, default=None, help="use only the first N scenes")

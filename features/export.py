@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m features.export",
         description="Per-crystal morphometry in physical units from whole SEM images, with per-image and "
                     "per-sample summaries, overlays and optional rock typing (details: module docstring).")
-    parser.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of SEM images")
+    cli.images(parser, required=True)
     cli.out(parser, required=True, type=Path, metavar="TABLE.csv|TABLE.parquet")
     parser.add_argument("--masks", type=Path,
                         help="folder of instance masks named like the images (then no segmentation)")

@@ -26,6 +26,8 @@ class Flag:
 
 VOCABULARY: dict[str, Flag] = {f.name: f for f in (
     Flag("--data", "DIR", "a data set folder, scene or patch format"),
+    Flag("--images", "DIR", "a folder of raw SEM images (a count of images is --n-images)"),
+    Flag("--n-images", "N", "how many images"),
     Flag("--out", "PATH", "where the results are written"),
     Flag("--overwrite", None, "replace an earlier run's outputs at --out: the file it names, or in a folder the "
                               "suite's own files only, never others there"),
@@ -82,6 +84,14 @@ def _add(parser, name: str, default=None, default_text: str | None = None, **kwa
 
 def data(parser, default_text: str | None = "the cached synthetic data set", **kwargs) -> argparse.Action:
     return _add(parser, "--data", default_text=None if kwargs.get("required") else default_text, **kwargs)
+
+
+def images(parser, **kwargs) -> argparse.Action:
+    return _add(parser, "--images", type=Path, **kwargs)
+
+
+def n_images(parser, default: int | None = None, default_text: str | None = None) -> argparse.Action:
+    return _add(parser, "--n-images", default, default_text, type=int)
 
 
 def out(parser, **kwargs) -> argparse.Action:

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.crystal_size_nm(parser, default_text="estimated on each image")
     cli.pixel_size_nm(parser, default_text="images.csv, then the image's metadata; this flag wins over both")
     cli.sam(parser)
-    parser.add_argument("--n-images", type=int, default=None, help="evaluate only the first N scenes")
+    cli.n_images(parser, default_text="every scene; N: the first N")
     cli.out(parser, metavar="REPORT.csv", default_text="no file; the summary is printed")
     cli.overwrite(parser)
     cli.quiet(parser)

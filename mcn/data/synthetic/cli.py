@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cli.out(parser, required=True)
     cli.seed(parser)
-    parser.add_argument("--n-images", type=int, default=48, help="number of micrographs")
+    cli.n_images(parser, 48)
     parser.add_argument("--image-size", type=int, default=1024, help="image side in pixels")
     cli.pixel_size_nm(parser, 20.0)
     cli.overwrite(parser)
