@@ -185,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of the segmentation benchmark."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     if args.sam_only and args.no_sam:
         sys.exit("error: --sam-only and --no-sam leave nothing to run")

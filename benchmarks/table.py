@@ -32,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Remake the comparison tables of benchmark output folders; rank models across data sets."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     comparisons = {}
     for folder in args.dirs:
         found = results_io.load_results(folder)

@@ -107,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line (module doc)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.n_images is not None and args.n_images < 1:
             raise DataError(f"--n-images must be >= 1; got {args.n_images}")

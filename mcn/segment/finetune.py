@@ -269,9 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.data(parser, required=True)
     cli.sam(parser, required=True, model_types=sorted(sam_model_registry))
     cli.out(parser, required=True, metavar="FILE.pth")
+    cli.overwrite(parser)
     cli.epochs(parser, 5)
     parser.add_argument("--lr", type=float, default=1e-4)
     cli.val_fraction(parser, 0.2)
+    cli.seed(parser)
+    cli.device(parser)
     parser.add_argument("--prompt", choices=PROMPTS, default="mixed")
     parser.add_argument("--train", default="mask_decoder",
                         help=f"comma-separated parts to train, from {','.join(PARTS)}")
@@ -282,17 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--points-per-side", type=int, default=32, help="automatic evaluation grid")
     parser.add_argument("--no-automatic-eval", action="store_true",
                         help="skip the (slow on CPU) automatic-mask evaluation of held-out images")
-    cli.device(parser)
-    cli.seed(parser)
-    cli.overwrite(parser)
     cli.quiet(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
         if out.exists() and not args.overwrite:

@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     config = {f.name: getattr(args, f.name) for f in fields(SceneConfig)}
     start = time.perf_counter()
     try:
