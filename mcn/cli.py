@@ -193,9 +193,11 @@ def size_features(parser, choices: Sequence[str] | None = None) -> argparse.Acti
     return _add(parser, "--size-features", "auto", choices=tuple(choices or SIZE_FEATURES))
 
 
-def segmenter(parser, choices: Sequence[str]) -> None:
-    """--segmenter and --segmenter-model (the file a learned segmenter needs)."""
-    _add(parser, "--segmenter", "classical", choices=tuple(choices))
+def segmenter(parser, names: Sequence[str], refuse_here: bool = True) -> None:
+    """--segmenter (one of `names`) and --segmenter-model (the file a learned segmenter needs);
+    `refuse_here=False` leaves an unknown name to the segmenter factory's one-line error."""
+    check = {"choices": tuple(names)} if refuse_here else {"metavar": "{" + ",".join(names) + "}"}
+    _add(parser, "--segmenter", "classical", **check)
     _add(parser, "--segmenter-model", type=Path)
 
 
