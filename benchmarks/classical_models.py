@@ -14,7 +14,6 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -26,14 +25,15 @@ from tqdm import tqdm
 from features.crossval import cross_validate_classifier, training_index
 from features.embeddings import FEATURE_SETS, fold_features, load_fold_embeddings
 from mcn.experiment.report import mean_std_columns
-from mcn.experiment.stats import summarize
+from mcn.experiment.profiles import PAPER
+from mcn.experiment.stats import mean_importance, summarize
 from mcn.experiment.report import to_markdown as markdown_table
 from mcn.files import write_text
-from features.importance import importance_table, mean_importance, plot_importance
-from features.handcrafted import SIZE_FEATURES, handcrafted_features, resolve_size_features
-from features.zoo import list_classifiers
+from features.importance import importance_table, plot_importance
+from features.handcrafted import handcrafted_features, resolve_size_features
+from mcn import cli
 from mcn.data.load import load_dataset
-from mcn.data.splits import GROUPINGS, describe_grouping, make_folds, resolve_grouping
+from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
 from mcn.errors import DataError
 from mcn.metrics import metric_names
 
@@ -43,24 +43,20 @@ OUTPUTS = ("folds.csv", "summary.csv", "summary.md", "importance.csv", "importan
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.classical_models",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
-    p.add_argument("--out", default="mlruns/classical", help="output folder (default: %(default)s)")
-    p.add_argument("--folds", type=int, default=5, help="grouped folds (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (default: %(default)s)")
-    p.add_argument("--group-by", choices=GROUPINGS,
-                   help="cross-validation group (default: sample where the data records enough samples, else image)")
-    p.add_argument("--models", default=",".join(list_classifiers()),
-                   help="comma-separated classifiers (default: all: %(default)s)")
-    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
-                   help="crystal size among the inputs: nm, px, none; auto: nm where every crystal has a pixel "
-                        "size, px where none has (default: %(default)s)")
+    cli.data(p)
+    cli.out(p, default="mlruns/classical")
+    cli.folds(p)
+    cli.seed(p)
+    cli.group_by(p)
+    cli.models(p, default_text="every classifier on the feature sets there are (handcrafted; all three with "
+                               "--embeddings)")
+    cli.size_features(p)
     p.add_argument("--embeddings", default=None,
                    help="mcn.train cross-validation folder (fold_k/) whose embeddings add the "
                         "embedding and hybrid feature sets")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes for the features and the folds (default: the CPU count, %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.overwrite(p)
+    cli.jobs(p)
+    cli.quiet(p)
     return p
 
 
@@ -77,10 +73,8 @@ def run(args: argparse.Namespace) -> None:
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not args.overwrite:
         raise DataError(f"{out}: already holds {', '.join(existing)}; pass --overwrite to replace them")
-    models = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(models) - set(list_classifiers()))
-    if unknown:
-        raise ValueError(f"unknown classifier(s) {', '.join(unknown)}; choose from {', '.join(list_classifiers())}")
+    feature_sets = FEATURE_SETS if args.embeddings else ("handcrafted",)
+    chosen = cli.resolve_models(args.models, PAPER, feature_sets, kinds=("classical",))
     dataset = load_dataset(args.data)
     group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
     print(f"folds: {describe_grouping(group_by)} ({why})")
@@ -93,10 +87,10 @@ def run(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - started:.1f} s; {len(folds)} grouped folds")
     embeddings = load_fold_embeddings(args.embeddings, len(dataset), folds, dataset.fingerprint()) \
         if args.embeddings else None
-    feature_sets = FEATURE_SETS if embeddings else ("handcrafted",)
 
     rows = []
-    jobs = [(feature_set, model) for feature_set in feature_sets for model in models]
+    classifiers = dict.fromkeys(m.partition(":")[0] for m in chosen)
+    jobs = [(fs, clf) for fs in feature_sets for clf in classifiers if f"{clf}:{fs}" in chosen]
     for feature_set, model in tqdm(jobs, desc="classical models", unit="model", disable=args.quiet):
         rows += _evaluate(model, feature_set, fold_features(feature_set, handcrafted, embeddings),
                           dataset, folds, args.seed, args.jobs)

@@ -15,7 +15,6 @@ goes on (the exit code then says so).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 import mcn
+from mcn import cli
 from mcn.experiment import profiles
 from mcn.experiment.report import mean_std_columns, to_markdown
 from mcn.errors import DataError
 from mcn.files import write_text
-from mcn.train.backend import AUTO, resolve_backend, use_compilation_cache
+from mcn.train.backend import resolve_backend, use_compilation_cache
 
 COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_mean", "top1_std", "f1_macro_mean",
            "f1_macro_std", "n_params", "flops", "seconds_per_epoch", "epochs_run", "best_epoch", "val_f1_peak_epoch",
@@ -37,27 +37,19 @@ COLUMNS = ("model", "backend", "device", "input_size", "epochs", "folds", "top1_
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cv_models", description=__doc__.split("\n")[0])
-    p.add_argument("--backend", choices=(*mcn.BACKENDS, AUTO), default=os.environ.get("KERAS_BACKEND", "torch"),
-                   help="Keras backend; auto: the one most of the models train fastest on here (default: %(default)s)")
-    p.add_argument("--profile", default="quick", choices=sorted(profiles.PROFILES),
-                   help="training budget (default: %(default)s)")
-    p.add_argument("--models", default="cnn",
-                   help="comma list of CNNs, or cnn / baselines / all (the --models grammar of benchmarks.run; "
-                        "default: %(default)s, all six)")
-    p.add_argument("--epochs", type=int, help="epochs for every model (default: the profile's)")
-    p.add_argument("--input-size", type=int,
-                   help="patch side for every model, raised to a model's minimum (default: the profile's)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--group-by", choices=("image", "sample"),
-                   help="cross-validation group (default: sample where the data records enough samples, else image)")
-    p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
-    p.add_argument("--out", default="mlruns/cv_models", help="output folder (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="retrain every fold instead of resuming")
-    p.add_argument("--compile-cache", metavar="DIR",
-                   help="persistent XLA compilation cache (jax backend): each model compiles once per input "
-                        "and batch shape, not once per fold or per run; ignored by the other backends")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.backend(p, auto=True)
+    cli.profile(p, "quick")
+    cli.models(p, "cnn")
+    cli.epochs(p)
+    cli.input_size(p, default_text="the profile's, raised to a model's minimum")
+    cli.folds(p)
+    cli.seed(p)
+    cli.group_by(p)
+    cli.data(p)
+    cli.out(p, default="mlruns/cv_models")
+    cli.overwrite(p)
+    cli.compile_cache(p)
+    cli.quiet(p)
     return p
 
 

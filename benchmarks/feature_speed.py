@@ -11,14 +11,15 @@ from __future__ import annotations
 import mcn  # noqa: F401  (sets the Keras backend before keras is first imported)
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from features.morphometry import HANDCRAFTED_COLUMNS, morphometry_table
+from mcn import cli
 from mcn.data.load import load_dataset
 from mcn.errors import DataError
 from mcn.files import atomic_path
@@ -26,12 +27,12 @@ from mcn.files import atomic_path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.feature_speed", description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="data set folder (default: the cached synthetic data set)")
+    cli.data(p)
     p.add_argument("--limit", type=int, default=None, help="measure only the first N crystals")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="also time this many worker processes (default: CPU count, %(default)s)")
+    cli.jobs(p)
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV file")
+    cli.out(p, type=Path, metavar="ROWS.csv", default_text="no file; the rows are printed")
+    cli.quiet(p)
     return p
 
 
@@ -65,11 +66,11 @@ def main(argv: list[str] | None = None) -> None:
                dict(images=crops, pixel_size_nm=pixel, touches_border=border, n_jobs=jobs))
               for jobs in sorted({1, args.jobs})]
     rows = []
-    for name, jobs, kwargs in cases:
+    for name, jobs, kwargs in tqdm(cases, desc="timing", unit="case", disable=args.quiet):
         seconds = _best_seconds(args.repeat, lambda: morphometry_table(masks, **kwargs))
         rows.append({"case": name, "processes": jobs, "crystals": n, "seconds": round(seconds, 3),
                      "crystals_per_s": round(n / seconds, 1)})
-        print(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
+        tqdm.write(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
     if args.out is not None:
         with atomic_path(args.out) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)

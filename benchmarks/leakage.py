@@ -16,7 +16,6 @@ Files in --out: leakage.md (printed), leakage.csv, folds.csv, leakage.png.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import mcn
-from features.handcrafted import SIZE_FEATURES
+from mcn import cli
 from mcn.errors import DataError
 from mcn.experiment import profiles
 from mcn.experiment.report import SPREAD, mean_std, to_markdown
@@ -39,22 +38,17 @@ OUTPUTS = ("leakage.md", "leakage.csv", "folds.csv", "leakage.png")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.leakage", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
-    p.add_argument("--models", default=DEFAULT_MODELS,
-                   help="comma list: CNN names and CLASSIFIER:handcrafted (default: %(default)s)")
-    p.add_argument("--folds", type=int, default=5, help="folds of every split (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fixes every split, model and training (default: %(default)s)")
-    p.add_argument("--profile", choices=tuple(profiles.PROFILES),
-                   help="CNN training budget (default: paper on a GPU, quick otherwise)")
-    p.add_argument("--backend", choices=mcn.BACKENDS,
-                   default=os.environ.get("KERAS_BACKEND", "torch"), help="Keras backend (default: %(default)s)")
-    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
-                   help="size among the handcrafted inputs (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="output folder (default: mlruns/leakage/<data set>-seed<seed>)")
-    p.add_argument("--overwrite", action="store_true", help="replace this command's earlier files in --out")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes for the features and the classical folds (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.data(p)
+    cli.models(p, DEFAULT_MODELS)
+    cli.folds(p)
+    cli.seed(p)
+    cli.profile(p)
+    cli.backend(p)
+    cli.size_features(p)
+    cli.out(p, type=Path, default_text="mlruns/leakage/<data set>-seed<seed>")
+    cli.overwrite(p)
+    cli.jobs(p)
+    cli.quiet(p)
     return p
 
 
@@ -82,18 +76,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _setup(args):
-    from features.zoo import list_classifiers
     from mcn.data.load import load_dataset
     from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
-    from mcn.models import list_models
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for model in models:
-        clf, _, fs = model.partition(":")
-        if not (model in list_models() or (clf in list_classifiers() and fs == "handcrafted")):
-            raise ValueError(f"--models: {model!r} is neither a CNN ({', '.join(list_models())}) nor "
-                             f"CLASSIFIER:handcrafted ({', '.join(list_classifiers())})")
     profile = profiles.get_profile(args.profile) if args.profile else profiles.default_profile(args.backend)[0]
+    models = cli.resolve_models(args.models, profile, ("handcrafted",))
     if args.data is not None and not Path(args.data).exists():
         raise DataError(f"{args.data}: no such data set folder")
     dataset = load_dataset(args.data)

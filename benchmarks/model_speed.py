@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mcn import cli
 from mcn.experiment.profiles import PAPER, resolve_models
 from mcn.experiment.report import to_markdown
 from mcn.files import write_text
@@ -46,21 +47,16 @@ COLUMNS = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.model_speed", description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="cnn",
-                   help="comma list of CNNs, or cnn / baselines / all (the --models grammar of benchmarks.run; "
-                        "default: %(default)s, every registered CNN)")
+    cli.models(p, "cnn")
     p.add_argument("--n-crystals", type=int, default=1482, help="crystals per epoch (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    p.add_argument("--epochs", type=int, default=3,
-                   help="timed epochs, the first is warm-up (default: %(default)s)")
-    p.add_argument("--input-size", type=int, default=None, help="one input size for all models "
-                   "(default: each model's own, see mcn.models.model_defaults)")
-    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ["KERAS_BACKEND"],
-                   help="Keras backend (default: $KERAS_BACKEND, else torch)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="mlruns/speed/models", help="output folder (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing result files")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.epochs(p, 3, default_text="3, timed; the first is a warm-up")
+    cli.input_size(p, default_text="each model's own, see mcn.models.model_defaults")
+    cli.backend(p)
+    cli.seed(p)
+    cli.out(p, default="mlruns/speed/models")
+    cli.overwrite(p)
+    cli.quiet(p)
     return p
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 import mcn
-from mcn.experiment import profiles
+from mcn import cli
 from mcn.files import write_text
 
 from benchmarks.cv_models import markdown
@@ -39,17 +39,16 @@ BACKEND_MODULES = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.paper_gpu", description=__doc__.split("\n")[0])
     p.add_argument("--backends", default="jax,torch", help="comma list of Keras backends (default: %(default)s)")
-    p.add_argument("--profile", default="paper", choices=sorted(profiles.PROFILES),
-                   help="training budget (default: %(default)s)")
-    p.add_argument("--models", default="cnn", help="the --models grammar of benchmarks.run (default: all six CNNs)")
-    p.add_argument("--epochs", type=int, help="epochs for every model (default: the profile's)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", help="data set folder (default: the cached synthetic data set)")
-    p.add_argument("--out", default="mlruns/paper_gpu", help="output folder (default: %(default)s)")
-    p.add_argument("--compile-cache", metavar="DIR", help="XLA compilation cache (default: OUT/xla_cache)")
-    p.add_argument("--overwrite", action="store_true", help="retrain every fold instead of resuming")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.profile(p, "paper")
+    cli.models(p, "cnn")
+    cli.epochs(p)
+    cli.folds(p)
+    cli.seed(p)
+    cli.data(p)
+    cli.out(p, default="mlruns/paper_gpu")
+    cli.compile_cache(p, default_text="OUT/xla_cache")
+    cli.overwrite(p)
+    cli.quiet(p)
     return p
 
 

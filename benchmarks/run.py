@@ -10,6 +10,10 @@ model's result as results/<model>.json once all its folds are done; rerunning th
 loads what is there (and says so) instead of recomputing. `config.json` ties an output folder to
 one data fingerprint, profile, seed and fold count, so a different configuration never reuses
 stale results. A model that fails records its error, the run goes on, and the exit code says so.
+
+Three parts, one job each: `Benchmark` computes (folds, result files, the comparison) and returns
+data; `MlflowLog` records it in MLflow through `mcn.experiment.tracking`; `Console` prints. `run`
+drives the three.
 """
 
 from __future__ import annotations
@@ -21,18 +25,18 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 import mcn
+from mcn import cli
 from mcn.experiment import profiles
 from mcn.experiment.stats import summarize
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text
+from mcn.experiment.comparison import compare, protocol_text
 from mcn.metrics import METRICS_VERSION
-from features.handcrafted import SIZE_FEATURES
-from mcn.data.splits import GROUPINGS
 from mcn.errors import DataError, exit_interrupted
 from mcn.experiment.tracking import StoreError
 from mcn import checks
@@ -46,27 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark MicroCrystalNet, the baseline CNNs and classical models (handcrafted, CNN-"
                     "embedding and hybrid features) on the same grouped folds; log to MLflow; print a "
                     "comparison table with significance tests.")
-    p.add_argument("--data", help="scene folder or patch folder (default: the cached synthetic data set)")
-    p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
-    p.add_argument("--models",
-                   help="comma list of models: CNN names (microcrystalnet, vgg16, ...), classical "
-                        "CLASSIFIER:FEATURES (xgboost:hybrid), a classifier (all its feature sets), a feature "
-                        "set (handcrafted, embedding, hybrid), or a family (all, cnn, baselines: every "
-                        "registered CNN; classical); default: the profile's models")
-    p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
-    p.add_argument("--group-by", choices=GROUPINGS,
-                   help="cross-validation group: rock sample or source image (default: sample where the data "
-                        "records enough samples, else image; the command says which and why)")
+    cli.data(p)
+    cli.pixel_size_nm(p, default_text="images.csv, then the image's metadata; this flag wins over both")
+    cli.models(p, default_text="the profile's models")
+    cli.folds(p)
+    cli.group_by(p)
     p.add_argument("--repeats", type=int, default=1,
                    help="repeated grouped CV, each repeat with its own fold seed (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fixes folds, balancing and weights (default: %(default)s)")
-    p.add_argument("--profile", choices=tuple(profiles.PROFILES),
-                   help="compute budget (default: paper on a GPU, quick otherwise)")
-    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
-                   help="Keras backend (default: %(default)s; jax is the fast one on a GPU)")
-    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
-                   help="crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm where every "
-                        "crystal has a pixel size, px where none has (default: %(default)s)")
+    cli.seed(p)
+    cli.profile(p)
+    cli.backend(p)
+    cli.size_features(p)
     p.add_argument("--crossfit", type=int, metavar="K",
                    help="embedding and hybrid rows: embed each fold's training crystals by CNNs trained on K-1 "
                         "of K inner grouped folds of its training part (0, the default: off; measured harmful "
@@ -76,45 +70,70 @@ def build_parser() -> argparse.ArgumentParser:
                         "own row, named '<model> tuned'; repeatable")
     p.add_argument("--embedding-model", default="microcrystalnet",
                    help="CNN whose per-fold embeddings feed the classical models (default: %(default)s)")
-    p.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC,
-                   help="metric that ranks models and drives the tests (default: %(default)s)")
-    p.add_argument("--rope", type=float, default=DEFAULT_ROPE,
-                   help="region of practical equivalence of the Bayesian correlated t-test, in units of the "
-                        "rank metric (default: %(default)s)")
-    p.add_argument("--out", type=Path,
-                   help="results folder (default: mlruns/benchmark/<data set>-<profile>-seed<seed>)")
-    p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results this suite stored in --out earlier, recompute all")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes for the handcrafted features and the classical models' folds "
-                        "(default: the CPU count, %(default)s)")
+    cli.rank_metric(p)
+    cli.rope(p)
+    cli.out(p, type=Path, default_text="mlruns/benchmark/<data set>-<profile>-seed<seed>")
+    cli.tracking_uri(p)
+    cli.overwrite(p)
+    cli.jobs(p)
     p.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
                    help="run the model x fold grid on Dask distributed: local:N starts N local worker "
                         "processes, tcp://HOST:8786 uses a running scheduler whose workers see --data and "
                         "--out at the same paths (pip install -e \".[dask]\")")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.quiet(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keras and mlflow import tensorflow if present
+    console = Console(args)
     try:
         mcn.select_backend(args.backend)  # before anything imports keras
-        bench = Benchmark.setup(args)
+        bench = Benchmark.setup(args, notify=console.note)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         exit_interrupted("before any model ran; nothing to resume")
     try:
-        failed = bench.run()
+        failed = run(bench, console)
     except StoreError as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         exit_interrupted(bench.saved_line())
     if failed:
         sys.exit(f"error: {len(failed)} model(s) failed: " + "; ".join(f"{m} ({e})" for m, e in failed.items()))
+
+
+def run(bench: "Benchmark", console: "Console") -> dict[str, str]:
+    """Run (or load) every model of `bench`, log each to MLflow, write the table and report it on
+    `console`; the failed models and their errors."""
+    from mcn.experiment.report import write_tables
+
+    start = time.perf_counter()
+    if bench.args.cluster:
+        from benchmarks.cluster import run_grid
+
+        failed = run_grid(bench)
+        if failed:
+            console.note(f"cluster: {failed} fold(s) failed there; computing them here")
+    log = MlflowLog(bench, console.note)
+    with log.benchmark_run():
+        for model in console.progress(bench.models, desc="models", unit="model"):
+            with log.during(model):
+                result = bench.run_model(model)
+            log.model(result)
+        try:
+            comparison = bench.comparison()
+        except ValueError as exc:
+            comparison = None
+            console.note(f"no comparison table: {exc}")
+        else:
+            paths = write_tables(comparison, bench.out)
+            log.comparison(comparison, paths)
+            console.table(comparison, paths)
+    console.summary(bench, time.perf_counter() - start, comparison)
+    return bench.failed
 
 
 def _default_profile(args: argparse.Namespace) -> tuple[profiles.Profile, str]:
@@ -126,9 +145,15 @@ def _default_profile(args: argparse.Namespace) -> tuple[profiles.Profile, str]:
     return profile, reason
 
 
+def _silent(message: str) -> None:
+    """Where a `Benchmark` made without a console sends its notes: nowhere."""
+
+
 @dataclass
 class Benchmark:
-    """One invocation: data, folds, profile, output folder and the models to run."""
+    """One invocation: data, folds, profile, output folder and the models to run. It computes the
+    results (fold records, result files, the comparison) and returns them; it prints and logs
+    nothing itself: its notes go to `notify`, MLflow is `MlflowLog`'s, the console `Console`'s."""
 
     args: argparse.Namespace
     dataset: object
@@ -141,13 +166,15 @@ class Benchmark:
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     tuned: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    notify: Callable[[str], None] = _silent
     _handcrafted: tuple[np.ndarray, float] | None = None
     _embeddings: list | None = None
     _crossfit: dict | None = None
 
     @classmethod
-    def setup(cls, args: argparse.Namespace) -> "Benchmark":
-        """Check everything a run needs before any training: data, folds, models, output folder."""
+    def setup(cls, args: argparse.Namespace, notify: Callable[[str], None] = _silent) -> "Benchmark":
+        """Check everything a run needs before any training: data, folds, models, output folder.
+        What it chose and why goes to `notify`, as do the notes of the run itself."""
         from features.handcrafted import resolve_size_features
         from mcn.data.load import load_dataset
         from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
@@ -156,7 +183,7 @@ class Benchmark:
         if args.rope < 0:
             raise ValueError(f"--rope must be >= 0; got {args.rope}")
         profile, reason = _default_profile(args)
-        print(f"profile: {profile.name} ({reason}): {profile.description}")
+        notify(f"profile: {profile.name} ({reason}): {profile.description}")
         if args.embedding_model not in list_models():
             raise ValueError(f"unknown --embedding-model {args.embedding_model!r}; choose from "
                              f"{', '.join(list_models())}")
@@ -173,13 +200,13 @@ class Benchmark:
             raise DataError(f"{args.data or dataset.root}: every crystal is of one class "
                             f"({dataset.class_counts()}); a classifier needs two classes at least")
         group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
-        print(f"folds: {describe_grouping(group_by)} ({why})")
+        notify(f"folds: {describe_grouping(group_by)} ({why})")
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by, repeats=args.repeats)
         size_features, why = resolve_size_features(dataset, args.size_features)
-        print(f"size features: {size_features} ({why})")
+        notify(f"size features: {size_features} ({why})")
         bases = [tuned.get(m, (m,))[0] for m in models]
         if args.embedding_model not in models and any(m.endswith((":embedding", ":hybrid")) for m in bases):
-            print(f"models: adding {args.embedding_model}: its fold models make the embedding features")
+            notify(f"models: adding {args.embedding_model}: its fold models make the embedding features")
             models.insert(0, args.embedding_model)
         out = args.out or Path("mlruns") / "benchmark" / f"{dataset.name}-{profile.name}-seed{args.seed}"
         config = {"data_fingerprint": dataset.fingerprint(), "data_name": dataset.name,
@@ -193,43 +220,14 @@ class Benchmark:
         config["crossfit"] = crossfit
         if tuned:
             config["tuned"] = {name: params for name, (_, params) in tuned.items()}
-        _claim(out, config, args.overwrite)
-        print(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
+        _claim(out, config, args.overwrite, notify)
+        notify(f"data: {dataset.name} ({len(dataset)} crystals {dataset.class_counts()}, fingerprint "
               f"{config['data_fingerprint']}); {args.folds} folds {describe_grouping(group_by)} x {args.repeats} "
               f"repeat(s), seed {args.seed}; "
               f"{len(models)} models on {args.backend}; results in {out}")
-        return cls(args, dataset, folds, profile, models, out, config, tuned=tuned)
+        return cls(args, dataset, folds, profile, models, out, config, tuned=tuned, notify=notify)
 
-    # ---- running ---------------------------------------------------------------------------
-
-    def run(self) -> dict[str, str]:
-        """Run (or load) every model, log to MLflow, write and print the table; failed models."""
-        from mcn.experiment import tracking
-
-        start = time.perf_counter()
-        if self.args.cluster:
-            from benchmarks.cluster import run_grid
-
-            failed = run_grid(self)
-            if failed:
-                tqdm.write(f"cluster: {failed} fold(s) failed there; computing them here")
-        uri = tracking.configure(self.args.tracking_uri)
-        experiment = tracking.experiment_id(self.dataset.name, uri)
-        if tracking.close_dead_runs(experiment):
-            tqdm.write("MLflow: runs left RUNNING by a killed benchmark of this machine marked KILLED")
-        tags = self._tags(tracking, family="benchmark")
-        params = {**vars(self.args), **self.config, "models": ",".join(self.models)}
-        with tracking.start_run(f"benchmark {self.profile.name} seed{self.args.seed}", experiment=experiment,
-                                tags=tags, params=params):
-            for model in tqdm(self.models, desc="models", unit="model", disable=self.args.quiet):
-                with tracking.during(model):
-                    result = self._run_model(model)
-                if result.get("error"):
-                    self.failed[model] = result["error"]
-                self._log_model(tracking, result, uri)
-            comparison = self._tables(tracking)
-        self._summary(time.perf_counter() - start, comparison)
-        return self.failed
+    # ---- computing ---------------------------------------------------------------------------
 
     def saved_line(self) -> str:
         """What an interrupted run leaves: finished models, and how to resume."""
@@ -237,10 +235,12 @@ class Benchmark:
         return (f"{done} of {len(self.models)} model(s) finished and saved in {self.out} (finished folds of the "
                 "others too); rerun the same command to resume")
 
-    def _run_model(self, model: str) -> dict:
+    def run_model(self, model: str) -> dict:
+        """One model's result: loaded when all its folds are done, else computed and saved; a
+        failure is recorded in the result (and in `failed`), never raised."""
         stored = results_io.load_result(self.out, model)
         if stored and not stored.get("error"):
-            tqdm.write(f"{model}: all folds done earlier, loaded from {results_io.result_path(self.out, model)}")
+            self.notify(f"{model}: all folds done earlier, loaded from {results_io.result_path(self.out, model)}")
             self.reused.append(model)
             return stored
         started = time.perf_counter()
@@ -248,12 +248,14 @@ class Benchmark:
             result = self._cnn(model) if ":" not in self._base(model)[0] else self._classical(model)
         except Exception as exc:  # noqa: BLE001 - one failing model must not stop the benchmark
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            tqdm.write(f"{model}: FAILED: {message}")
+            self.notify(f"{model}: FAILED: {message}")
             (self.out / "errors").mkdir(parents=True, exist_ok=True)
             (self.out / "errors" / f"{results_io.slug(model)}.txt").write_text(traceback.format_exc())
             result = {**self._identity(model), "folds": [], "error": message}
         result["seconds"] = time.perf_counter() - started
         results_io.save_result(self.out, result)
+        if result.get("error"):
+            self.failed[model] = result["error"]
         return result
 
     def _base(self, model: str) -> tuple[str, dict]:
@@ -306,7 +308,7 @@ class Benchmark:
         if model in self.failed:
             raise RuntimeError(f"embedding model {model} failed: {self.failed[model]}")
         if self._embeddings is None:
-            tqdm.write(f"embeddings: loading {model}'s fold models")
+            self.notify(f"embeddings: loading {model}'s fold models")
             self._embeddings = self._cnn_results(model)
         return self._embeddings
 
@@ -366,7 +368,7 @@ class Benchmark:
         paths = {f.index: results_io.classical_fold_path(self.out, model, f.index) for f in self.folds}
         records = {k: results_io.read_json(p) for k, p in paths.items() if p.is_file()}
         if records:
-            tqdm.write(f"{model}: {len(records)} fold(s) loaded from {folder} (not refitted)")
+            self.notify(f"{model}: {len(records)} fold(s) loaded from {folder} (not refitted)")
         todo = [f for f in self.folds if f.index not in records]
         (self.trained if todo else self.reused).append(model)
         if todo:
@@ -390,26 +392,54 @@ class Benchmark:
                 ((plot_confusion, "confusion_matrix"), (plot_pr_curves, "precision_recall"),
                  (plot_roc_curves, "roc"))]
 
-    # ---- MLflow -----------------------------------------------------------------------------
+    def comparison(self):
+        """The comparison of this invocation's models from their stored results (ValueError: none)."""
+        stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
+        return compare(stored, self.args.rank_metric, self.args.rope, protocol_text(self.config))
 
-    def _tags(self, tracking, **extra) -> dict[str, str]:
-        return tracking.run_tags(backend=self.args.backend, seed=self.args.seed,
-                                 data_fingerprint=self.config["data_fingerprint"], profile=self.profile.name,
-                                 data_name=self.dataset.name, folds=self.args.folds,
-                                 group_by=self.config["group_by"], repeats=self.args.repeats, **extra)
 
-    def _log_model(self, tracking, result: dict, uri: str) -> None:
+class MlflowLog:
+    """A benchmark's MLflow record, through `mcn.experiment.tracking`: a parent run per invocation,
+    a child run per model (fold mean and std), a nested run per fold (CNN epoch curves), the best
+    fold's Keras model and the comparison table. Tracking trouble is noted, never loses results."""
+
+    def __init__(self, bench: Benchmark, notify: Callable[[str], None] = _silent):
+        from mcn.experiment import tracking
+
+        self.bench, self.notify, self.tracking = bench, notify, tracking
+        self.uri = tracking.configure(bench.args.tracking_uri)
+        self.during = tracking.during
+
+    def benchmark_run(self):
+        """The parent run of this invocation (a context manager); dead runs of this machine closed first."""
+        bench, tracking = self.bench, self.tracking
+        experiment = tracking.experiment_id(bench.dataset.name, self.uri)
+        if tracking.close_dead_runs(experiment):
+            self.notify("MLflow: runs left RUNNING by a killed benchmark of this machine marked KILLED")
+        params = {**vars(bench.args), **bench.config, "models": ",".join(bench.models)}
+        return tracking.start_run(f"benchmark {bench.profile.name} seed{bench.args.seed}", experiment=experiment,
+                                  tags=self._tags(family="benchmark"), params=params)
+
+    def _tags(self, **extra) -> dict[str, str]:
+        bench = self.bench
+        return self.tracking.run_tags(backend=bench.args.backend, seed=bench.args.seed,
+                                      data_fingerprint=bench.config["data_fingerprint"], profile=bench.profile.name,
+                                      data_name=bench.dataset.name, folds=bench.args.folds,
+                                      group_by=bench.config["group_by"], repeats=bench.args.repeats, **extra)
+
+    def model(self, result: dict) -> None:
         """A child run per model (fold mean and std), a nested run per fold (CNN epoch curves)."""
-        tags = self._tags(tracking, family=result["family"], feature_set=result["feature_set"],
+        tracking, args = self.tracking, self.bench.args
+        tags = self._tags(family=result["family"], feature_set=result["feature_set"],
                           model=result["model"], classifier=result.get("classifier"),
-                          embedding_model=self.args.embedding_model if result["family"] == "classical" else None)
+                          embedding_model=args.embedding_model if result["family"] == "classical" else None)
         params = {"family": result["family"], "feature_set": result["feature_set"], "model": result["model"],
                   **{k: result[k] for k in ("classifier", "input_size", "hparams", "train_config", "n_features")
                      if result.get(k)}}
         if result.get("classifier"):
             from features.zoo import classifier_params
 
-            params["estimator"] = classifier_params(result["classifier"], self.args.seed)
+            params["estimator"] = classifier_params(result["classifier"], args.seed)
         try:
             with tracking.start_run(result["model"], nested=True, tags=tags, params=params):
                 if result.get("error"):
@@ -434,61 +464,68 @@ class Benchmark:
                             tracking.log_history(f["history"])
                 tracking.log_artifacts([Path(p) for p in result.get("figures", [])], "figures")
                 if result["family"] == "cnn":
-                    self._log_keras_model(tracking, result, uri)
+                    self._keras_model(result)
         except Exception as exc:  # noqa: BLE001 - tracking trouble must not lose the computed results
-            tqdm.write(f"{result['model']}: MLflow logging failed: {type(exc).__name__}: {exc}")
+            self.notify(f"{result['model']}: MLflow logging failed: {type(exc).__name__}: {exc}")
 
-    def _log_keras_model(self, tracking, result: dict, uri: str) -> None:
+    def _keras_model(self, result: dict) -> None:
         """Log the best fold's model once per store; a reused result links the earlier copy."""
         import keras
         import mlflow
 
         import mcn.models  # noqa: F401 - registers MicroCrystalNet's layers for loading
 
+        bench, uri = self.bench, self.uri
         logged = result.setdefault("logged_models", {})
-        best = max(result["folds"], key=lambda f: f["metrics"].get(self.args.rank_metric, -np.inf))
-        if uri not in logged or result["model"] in self.trained:
-            path = results_io.resolve_from_record(self.out, result["model"], best["model_path"])
+        best = max(result["folds"], key=lambda f: f["metrics"].get(bench.args.rank_metric, -np.inf))
+        if uri not in logged or result["model"] in bench.trained:
+            path = results_io.resolve_from_record(bench.out, result["model"], best["model_path"])
             if path is None:
-                tqdm.write(f"{result['model']}: fold {best['fold']}'s model file is not in {self.out}; not logged")
+                self.notify(f"{result['model']}: fold {best['fold']}'s model file is not in {bench.out}; not logged")
                 return
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
-            logged[uri] = tracking.log_keras_model(model, "model", self.args.backend)
-            results_io.save_result(self.out, result)
+            logged[uri] = self.tracking.log_keras_model(model, "model", bench.args.backend)
+            results_io.save_result(bench.out, result)
         mlflow.set_tags({"model_uri": logged[uri], "model_fold": str(best["fold"])})
 
-    # ---- output -----------------------------------------------------------------------------
+    def comparison(self, comparison, paths: dict[str, Path]) -> None:
+        """The comparison's files, and its table as an MLflow table the UI sorts and compares."""
+        self.tracking.log_artifacts(list(paths.values()), "comparison")
+        self.tracking.log_table(comparison.table, "comparison/comparison_table.json")
 
-    def _tables(self, tracking):
-        """Write, log and print the comparison of this invocation's models; None if there is none."""
-        from mcn.experiment.report import caption, compact_markdown, write_tables
 
-        stored = [r for r in results_io.load_results(self.out) if r["model"] in self.models]
-        try:
-            comparison = compare(stored, self.args.rank_metric, self.args.rope, protocol_text(self.config))
-        except ValueError as exc:
-            tqdm.write(f"no comparison table: {exc}")
-            return None
-        paths = write_tables(comparison, self.out)
-        tracking.log_artifacts(list(paths.values()), "comparison")
-        tracking.log_table(comparison.table, "comparison/comparison_table.json")
+class Console:
+    """What a benchmark says on the terminal: its notes, the progress bar, the table, the summary."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    @staticmethod
+    def note(message: str) -> None:
+        tqdm.write(message)
+
+    def progress(self, items, **kwargs):
+        return tqdm(items, disable=self.args.quiet, **kwargs)
+
+    def table(self, comparison, paths: dict[str, Path]) -> None:
+        from mcn.experiment.report import caption, compact_markdown
+
         print()
         print(compact_markdown(comparison))
         print()
         print(caption(comparison))
         print("\n".join(comparison.notes))
         print(f"full table: {paths['markdown']} (also .csv, .tex, .png)")
-        return comparison
 
-    def _summary(self, seconds: float, comparison) -> None:
+    def summary(self, bench: Benchmark, seconds: float, comparison) -> None:
         minutes, secs = divmod(int(round(seconds)), 60)
         ok = comparison.table[comparison.table["error"] == ""] if comparison is not None else None
         best = ok.iloc[0] if ok is not None and len(ok) else None
-        print(f"done in {minutes} min {secs} s: {len(set(self.trained))} model(s) computed, "
-              f"{len(set(self.reused) - set(self.trained))} loaded from earlier runs, {len(self.failed)} failed")
+        metric = self.args.rank_metric
+        print(f"done in {minutes} min {secs} s: {len(set(bench.trained))} model(s) computed, "
+              f"{len(set(bench.reused) - set(bench.trained))} loaded from earlier runs, {len(bench.failed)} failed")
         if best is not None:
-            print(f"best model by {self.args.rank_metric}: {best['model']} "
-                  f"({best[self.args.rank_metric]:.3f} ± {best[self.args.rank_metric + '_std']:.3f})")
+            print(f"best model by {metric}: {best['model']} ({best[metric]:.3f} ± {best[metric + '_std']:.3f})")
         print(f"MLflow: mlflow ui --backend-store-uri {self.args.tracking_uri or 'sqlite:///mlruns/mlflow.db'}")
 
 
@@ -545,7 +582,7 @@ def _tuned(path: Path) -> tuple[str, dict]:
     return f"{model}:{feature_set}", dict(params)
 
 
-def _claim(out: Path, config: dict, overwrite: bool) -> None:
+def _claim(out: Path, config: dict, overwrite: bool, notify: Callable[[str], None]) -> None:
     """Make `out` this configuration's folder. A folder without the suite's config.json is refused
     when it holds anything; --overwrite deletes only the suite's own entries (results_io.OWN)."""
     marker = out / results_io.CONFIG_FILE
@@ -555,7 +592,7 @@ def _claim(out: Path, config: dict, overwrite: bool) -> None:
     if overwrite and marker.is_file():
         removed = remove_own(out, results_io.OWN)
         if removed:
-            print(f"--overwrite: removed {', '.join(p.name for p in removed)} from {out}")
+            notify(f"--overwrite: removed {', '.join(p.name for p in removed)} from {out}")
     try:
         results_io.check_config(out, config, overwrite)
     except OSError as exc:

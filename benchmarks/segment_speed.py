@@ -36,6 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import mcn
+from mcn import cli
 from mcn.experiment.report import to_markdown
 from mcn.data.scenes import iter_scenes
 from mcn.data.synthetic import default_dataset_dir, generate
@@ -157,18 +158,15 @@ def _write(out: Path, name: str, text: str) -> None:
     write_text(out / name, text)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line of the segmentation benchmark."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.segment_speed",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--image-size", type=int, default=2048, help="speed-test image side in px")
-    parser.add_argument("--n-images", type=int, default=3,
-                        help="timed images (the first is also run once untimed as a warm-up)")
-    parser.add_argument("--data", default=None, help="accuracy scenes (default: default synthetic set)")
+    cli.n_images(parser, 3, default_text="3 timed, the first also run once untimed as a warm-up")
+    cli.data(parser, default_text="the cached synthetic data set; its scenes score the accuracy")
     parser.add_argument("--ampis", default=str(AMPIS_DIR), help="ampis-powder scenes ('' to skip)")
     parser.add_argument("--accuracy-images", type=int, default=None, help="use only the first N scenes")
-    parser.add_argument("--sam-checkpoint", default=None, help="SAM weights (default: random, timing only)")
-    parser.add_argument("--sam-model-type", default="vit_b")
+    cli.sam(parser, default_text="random weights, timing only")
     parser.add_argument("--sam-points-per-side", type=int, default=32)
     parser.add_argument("--sam-points-per-batch", type=int, default=64,
                         help="prompts decoded at once (256 was 12%% faster on an H100)")
@@ -177,12 +175,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--sam-only", action="store_true",
                         help="time SAM alone (a GPU run: the CPU timings belong to the CPU machine)")
-    parser.add_argument("--device", default=None, help="cuda or cpu for SAM (default: cuda if available)")
-    parser.add_argument("--out", default="mlruns/segment_speed",
-                        help="output folder (default: %(default)s; reference results: benchmarks/results/segment)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    cli.device(parser)
+    cli.out(parser, default="mlruns/segment_speed",
+            default_text="mlruns/segment_speed; reference results: benchmarks/results/segment")
+    cli.overwrite(parser)
+    cli.quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of the segmentation benchmark."""
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     if args.sam_only and args.no_sam:
         sys.exit("error: --sam-only and --no-sam leave nothing to run")

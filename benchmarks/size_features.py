@@ -10,7 +10,6 @@ folds.csv.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.handcrafted import SIZE_FEATURES
-from mcn.data.splits import GROUPINGS
+from mcn import cli
 from mcn.errors import DataError
+from mcn.experiment.profiles import PAPER
 from mcn.experiment.report import SPREAD, mean_std, to_markdown
 from mcn.files import write_text
 
@@ -29,19 +29,16 @@ OUTPUTS = ("size_features.md", "size_features.csv", "folds.csv")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.size_features", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
-    p.add_argument("--models", default="xgboost,hist_gb,random_forest",
-                   help="comma list of classifiers (default: %(default)s)")
-    p.add_argument("--size-features", choices=[m for m in SIZE_FEATURES if m != "none"], default="auto",
-                   help="the mode with size, compared with none (default: %(default)s)")
-    p.add_argument("--folds", type=int, default=5, help="grouped folds (default: %(default)s)")
-    p.add_argument("--group-by", choices=GROUPINGS, help="cross-validation group (default: the suite's rule)")
-    p.add_argument("--seed", type=int, default=0, help="fixes the folds and the models (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("mlruns") / "size_features",
-                   help="output folder (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace this command's earlier files in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: %(default)s)")
+    cli.data(p)
+    cli.models(p, "xgboost,hist_gb,random_forest")
+    cli.size_features(p, choices=[m for m in SIZE_FEATURES if m != "none"])
+    cli.folds(p)
+    cli.group_by(p)
+    cli.seed(p)
+    cli.out(p, type=Path, default=Path("mlruns") / "size_features")
+    cli.overwrite(p)
+    cli.quiet(p)
+    cli.jobs(p)
     return p
 
 
@@ -58,15 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> str:
     from features.crossval import cross_validate_classifier
     from features.handcrafted import handcrafted_features, resolve_size_features
-    from features.zoo import list_classifiers
     from mcn.data.load import load_dataset
     from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
     from mcn.experiment import stats
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(list_classifiers()))
-    if unknown:
-        raise ValueError(f"unknown classifier(s) {', '.join(unknown)}; choose from {', '.join(list_classifiers())}")
+    models = [m.partition(":")[0] for m in cli.resolve_models(args.models, PAPER, ("handcrafted",), ("classical",))]
     existing = [name for name in OUTPUTS if (args.out / name).exists()]
     if existing and not args.overwrite:
         raise ValueError(f"{args.out}: already holds {', '.join(existing)}; pass --overwrite to replace them")

@@ -14,21 +14,25 @@ import sys
 from pathlib import Path
 
 from benchmarks import results as results_io
-from mcn.experiment.comparison import DEFAULT_RANK_METRIC, DEFAULT_ROPE, compare, protocol_text, rank_datasets
+from mcn import cli
+from mcn.experiment.comparison import compare, protocol_text, rank_datasets
 from mcn.experiment.report import caption, compact_markdown, to_markdown, write_ranking, write_tables
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                        help="benchmark output folders (each holds results/*.json); several: one per data set")
+    cli.rank_metric(parser)
+    cli.rope(parser)
+    cli.out(parser, type=Path, default=Path("mlruns") / "benchmark" / "ranking",
+            default_text="mlruns/benchmark/ranking; the ranking across several DIRs goes there")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Remake the comparison tables of benchmark output folders; rank models across data sets."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.table", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
-                        help="benchmark output folders (each holds results/*.json); several: one per data set")
-    parser.add_argument("--rank-metric", default=DEFAULT_RANK_METRIC, help="metric that ranks the models")
-    parser.add_argument("--rope", type=float, default=DEFAULT_ROPE,
-                        help="region of practical equivalence of the Bayesian test (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("mlruns") / "benchmark" / "ranking",
-                        help="folder of the across-data-set ranking (several DIRs; default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     comparisons = {}
     for folder in args.dirs:
         found = results_io.load_results(folder)

@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from features.outputs import TABLE_SUFFIXES, output_paths, write_outputs
 from features.pipeline import SegmenterFor, export
+from mcn import cli
 from mcn.data.io import MAX_IMAGE_PIXELS
 from mcn.errors import DataError
 from mcn.files import temp_name
@@ -76,33 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m features.export",
         description="Per-crystal morphometry in physical units from whole SEM images, with per-image and "
                     "per-sample summaries, overlays and optional rock typing (details: module docstring).")
-    parser.add_argument("--images", required=True, type=Path, help="folder of SEM images")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="per-crystal table, .csv or .parquet; summaries and overlays go beside it")
+    cli.images(parser, required=True)
+    cli.out(parser, required=True, type=Path, metavar="TABLE.csv|TABLE.parquet")
     parser.add_argument("--masks", type=Path,
                         help="folder of instance masks named like the images (then no segmentation)")
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="classical",
-                        help="segmenter used without --masks (default: classical)")
-    parser.add_argument("--crystal-size-nm", metavar="MIN,MAX",
-                        help="crystal diameter range for the classical segmenter, nm ('carbonate', or 'auto': "
-                             "estimated on each image; default: carbonate where the pixel size is known)")
-    parser.add_argument("--segmenter-model", type=Path,
-                        help="model file of python -m mcn.segment.train, needed by --segmenter learned")
-    parser.add_argument("--sam-checkpoint", help="SAM weights file, needed by --segmenter sam")
-    parser.add_argument("--sam-model-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"),
-                        help="SAM architecture of the checkpoint (default: vit_b)")
+    cli.segmenter(parser, SEGMENTERS)
+    cli.crystal_size_nm(parser, default_text="carbonate where the pixel size is known, else auto")
+    cli.sam(parser)
     parser.add_argument("--preprocess", action="store_true",
                         help="apply the paper's preprocessing chain before segmenting")
     parser.add_argument("--classifier", type=Path,
                         help="trained .keras classifier (a fold folder of mcn.train: model.keras + result.json)")
-    parser.add_argument("--pixel-size-nm", type=float,
-                        help="pixel size for images that record none (metadata and images.csv win)")
+    cli.pixel_size_nm(parser, default_text="images.csv, then the image's metadata; this flag is used only for "
+                                           "images that record none")
     parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
                         help="skip images with more pixels than this (default: %(default)s)")
     parser.add_argument("--rock-types", type=int, metavar="K", help="cluster samples into K rock types")
-    parser.add_argument("--jobs", type=int, default=None, help="threads for segmentation (default: CPU count)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.jobs(parser)
+    cli.overwrite(parser)
+    cli.quiet(parser)
     return parser
 
 
@@ -124,7 +117,7 @@ def _check(args: argparse.Namespace) -> dict[str, Path]:
         raise DataError(f"--pixel-size-nm must be a positive number; got {args.pixel_size_nm}")
     if args.max_pixels < 1:
         raise DataError(f"--max-pixels must be a positive number of pixels; got {args.max_pixels}")
-    if args.jobs is not None and args.jobs < 1:
+    if args.jobs < 1:
         raise DataError(f"--jobs must be >= 1; got {args.jobs}")
     if args.masks is not None and not args.masks.is_dir():
         raise DataError(f"{args.masks}: masks folder not found")

@@ -2,7 +2,9 @@
 
 Gain says what the trees split on while training; permutation importance (on the test part) says
 how much the macro F1 on unseen crystals drops when one feature is shuffled. The two disagree when
-features are correlated or overfitted, which is why both are reported.
+features are correlated or overfitted, which is why both are reported. The fold tables are
+averaged one layer up, by the experiment layer's `stats.mean_importance`, with the suite's one
+fold summary.
 """
 
 from __future__ import annotations
@@ -43,15 +45,6 @@ def importance_table(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarra
                           "permutation_mean": permuted.importances_mean,
                           "permutation_std": permuted.importances_std})
     return table.sort_values("permutation_mean", ascending=False, ignore_index=True)
-
-
-def mean_importance(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Fold tables averaged per feature (permutation_std becomes the spread across folds)."""
-    stacked = pd.concat(tables, ignore_index=True)
-    grouped = stacked.groupby("feature", sort=False)
-    table = grouped[["gain_share", "permutation_mean"]].mean()
-    table["permutation_std"] = grouped["permutation_mean"].std(ddof=0)
-    return table.reset_index().sort_values("permutation_mean", ascending=False, ignore_index=True)
 
 
 def plot_importance(table: pd.DataFrame, path: str | Path, top: int = 20, title: str = "") -> Path:

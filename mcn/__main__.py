@@ -21,13 +21,18 @@ def version_report() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mcn",
         description="The suite's commands run as modules (python -m benchmarks.run, python -m mcn.train, "
                     "python -m studies.hpo, python -m features.export; see README.md).")
     parser.add_argument("--version", action="store_true",
                         help="print the suite's version, its Keras backend and the key packages' versions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.version:
         parser.print_help()

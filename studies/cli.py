@@ -8,7 +8,6 @@ run is interrupted (Ctrl-C marks the running trial FAIL; rerunning the command r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -17,11 +16,10 @@ import optuna
 from tqdm.auto import tqdm
 
 import mcn
-from mcn import checks
+from mcn import checks, cli
 from mcn.experiment import tracking
-from features.handcrafted import SIZE_FEATURES
-from mcn.data.splits import GROUPINGS, describe_grouping
-from mcn.experiment.profiles import PROFILES, get_profile
+from mcn.data.splits import describe_grouping
+from mcn.experiment.profiles import get_profile
 from studies import runs
 from studies.objectives import OBJECTIVE, StudyData
 from studies.study import DEFAULT_STORAGE, HEARTBEAT_SECONDS, SPENT_STATES
@@ -32,33 +30,26 @@ DEFAULT_ROOT = Path("mlruns") / "studies"
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser holding the options every study command takes."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--profile", default="quick",
-                   help=f"compute budget per trial, a benchmarks profile: {', '.join(PROFILES)} (default: %(default)s)")
-    p.add_argument("--data", help="scene or patch folder (default: the cached synthetic data set)")
-    p.add_argument("--folds", type=int, default=5, help="grouped CV folds, made once per study (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fixes folds, sampler and training (default: %(default)s)")
-    p.add_argument("--group-by", choices=GROUPINGS,
-                   help="cross-validation group (default: sample where the data records enough samples, else image)")
-    p.add_argument("--size-features", choices=SIZE_FEATURES, default="auto",
-                   help="crystal size among the handcrafted inputs: nm, px, none; auto: nm where every crystal "
-                        "has a pixel size, px where none has (default: %(default)s)")
-    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="fixed MicroCrystalNet argument on top of the profile's, repeatable (JSON values)")
+    cli.profile(p, "quick")
+    cli.data(p)
+    cli.folds(p)
+    cli.seed(p)
+    cli.group_by(p)
+    cli.size_features(p)
+    cli.hparam(p)
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help="Optuna storage URL, any RDB URL (default: %(default)s)")
     p.add_argument("--study-name", help="Optuna study name (default: derived from the settings)")
-    p.add_argument("--out", type=Path, default=DEFAULT_ROOT,
-                   help="studies folder: one subfolder per study, cached CNN embeddings (default: %(default)s)")
-    p.add_argument("--tracking-uri", help=f"MLflow store (default: {tracking.DEFAULT_TRACKING_URI})")
-    p.add_argument("--backend", choices=mcn.BACKENDS, default=os.environ.get("KERAS_BACKEND", "torch"),
-                   help="Keras backend (default: %(default)s)")
+    cli.out(p, type=Path, default=DEFAULT_ROOT,
+            default_text=f"{DEFAULT_ROOT}: one subfolder per study, and the cached CNN embeddings")
+    cli.tracking_uri(p)
+    cli.backend(p)
     p.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                    help="seconds between a worker's signs of life; a trial silent for 3 of them is taken as "
                         "dead, marked failed and run again (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes for the handcrafted features (default: the CPU count, %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.jobs(p)
+    cli.quiet(p)
     return p
 
 

@@ -11,7 +11,8 @@ from sklearn.pipeline import Pipeline
 from features.crossval import cross_validate_classifier, fit_predict_proba, training_index
 from features.embeddings import feature_matrix, feature_names, fold_features
 from features import morphometry
-from features.importance import importance_table, mean_importance, plot_importance
+from features.importance import importance_table, plot_importance
+from mcn.experiment.stats import mean_importance
 from features.handcrafted import SHAPE_COLUMNS, SIZE_COLUMNS, handcrafted_features, resolve_size_features
 from features.morphometry import (HANDCRAFTED_COLUMNS, PROPERTIES, morphometry_table,
                                   properties_table)
@@ -354,6 +355,17 @@ def test_importance_ranks_the_informative_feature_first(tmp_path):
     assert table["feature"][0] == "signal" and set(table["feature"]) == set(names)
     path = plot_importance(table, tmp_path / "importance.png")
     assert path.stat().st_size > 5000 and not list(tmp_path.glob(".*"))
+
+
+def test_fold_importances_spread_is_the_suites_sample_std():
+    """Every spread of the suite is the sample std (ddof=1); the importance table's was ddof=0."""
+    folds = [pd.DataFrame({"feature": ["a", "b"], "gain_share": [g, 1 - g], "permutation_mean": [p, 0.0],
+                           "permutation_std": [0.0, 0.0]}) for g, p in ((0.6, 0.1), (0.8, 0.3), (0.7, 0.2))]
+    table = mean_importance(folds).set_index("feature")
+    assert table.loc["a", "permutation_mean"] == pytest.approx(0.2)
+    assert table.loc["a", "permutation_std"] == pytest.approx(0.1)  # sqrt(0.02 / 2); ddof=0 gave 0.0816
+    assert table.loc["a", "gain_share"] == pytest.approx(0.7) and table.loc["b", "permutation_std"] == 0
+    assert list(table.index) == ["a", "b"]
 
 
 def test_handcrafted_features_separate_faceted_from_rounded_crystals():

@@ -243,7 +243,8 @@ def test_finetune_lowers_loss_and_saves_a_reloadable_checkpoint(tmp_path):
         assert torch.equal(value.cpu(), reloaded.state_dict()[key])
 
 
-def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
+def _finetune_argv(tmp_path, monkeypatch) -> list[str]:
+    """A tiny registered SAM and three square scenes: the fine-tuning command line over them."""
     root = tmp_path / "scenes"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -254,10 +255,14 @@ def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
     start = tmp_path / "start.pth"
     torch.save(tiny_sam().state_dict(), start)
     monkeypatch.setitem(sam_model_registry, "tiny", tiny_sam)
+    return ["--data", str(root), "--sam-checkpoint", str(start), "--sam-model-type", "tiny", "--out",
+            str(tmp_path / "tuned.pth"), "--epochs", "1", "--tile-size", str(TINY), "--min-area", "10",
+            "--points-per-side", "2", "--val-fraction", "0.34", "--device", "cpu"]
+
+
+def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    argv = _finetune_argv(tmp_path, monkeypatch)
     out = tmp_path / "tuned.pth"
-    argv = ["--data", str(root), "--sam-checkpoint", str(start), "--sam-model-type", "tiny", "--out", str(out),
-            "--epochs", "1", "--tile-size", str(TINY), "--min-area", "10", "--points-per-side", "2",
-            "--val-fraction", "0.34", "--device", "cpu"]
     ft.main(argv)
     assert "held-out 1 images" in capsys.readouterr().out
     assert (tmp_path / "tuned.pth.json").is_file()
@@ -266,3 +271,10 @@ def test_finetune_cli_end_to_end(tmp_path, monkeypatch, capsys):
         ft.main(argv)
     with pytest.raises(SystemExit, match="nope.pth: SAM checkpoint not found"):
         ft.main(argv[:2] + ["--sam-checkpoint", str(tmp_path / "nope.pth")] + argv[4:] + ["--overwrite"])
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_finetune_quiet_draws_no_progress_bars(tmp_path, monkeypatch, capsys, quiet):
+    ft.main([*_finetune_argv(tmp_path, monkeypatch), "--no-automatic-eval", *(["--quiet"] if quiet else [])])
+    bars = capsys.readouterr().err
+    assert [name in bars for name in ("reading scenes", "epoch 1/1")] == [not quiet, not quiet]

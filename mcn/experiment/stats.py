@@ -12,10 +12,11 @@ never across the folds of one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -181,3 +182,17 @@ def summarize(fold_metrics: list[Mapping[str, float]]) -> dict[str, float]:
             out[name] = float(values.mean())
             out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return out
+
+
+def mean_importance(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Fold tables of `features.importance.importance_table` summarised per feature by `summarize`:
+    mean gain share and permutation importance, `permutation_std` the spread of the permutation
+    importance across folds (sample std, ddof=1, like every other spread of the suite)."""
+    stacked = pd.concat(tables, ignore_index=True)
+    rows = []
+    for feature, group in stacked.groupby("feature", sort=False):
+        summary = summarize(group[["gain_share", "permutation_mean"]].to_dict("records"))
+        rows.append({"feature": feature, "gain_share": summary["gain_share"],
+                     "permutation_mean": summary["permutation_mean"],
+                     "permutation_std": summary["permutation_mean_std"]})
+    return pd.DataFrame(rows).sort_values("permutation_mean", ascending=False, ignore_index=True)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mcn import cli
 from mcn.data.io import read_content_rows
 from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
@@ -90,24 +91,23 @@ def summary(report: pd.DataFrame) -> str:
     ])
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mcn.segment.evaluate", description=__doc__.split("\n")[0])
+    cli.data(parser, required=True)
+    cli.segmenter(parser, sorted(SEGMENTERS), refuse_here=False)
+    cli.crystal_size_nm(parser, default_text="estimated on each image")
+    cli.pixel_size_nm(parser, default_text="images.csv, then the image's metadata; this flag wins over both")
+    cli.sam(parser)
+    cli.n_images(parser, default_text="every scene; N: the first N")
+    cli.out(parser, metavar="REPORT.csv", default_text="no file; the summary is printed")
+    cli.overwrite(parser)
+    cli.quiet(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line (module doc)."""
-    parser = argparse.ArgumentParser(prog="python -m mcn.segment.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="scene data set (images/, masks/, crystals.csv)")
-    parser.add_argument("--segmenter", default="classical", help=f"one of {', '.join(sorted(SEGMENTERS))}")
-    parser.add_argument("--crystal-size-nm", default=None,
-                        help="MIN,MAX crystal diameters in nm, 'carbonate' (500,10000) or 'auto' "
-                             "(default: estimated on each image)")
-    parser.add_argument("--pixel-size-nm", type=float, default=None,
-                        help="pixel size of every image (default: images.csv, then the file's metadata)")
-    parser.add_argument("--sam-checkpoint", default=None, help="SAM weights, for --segmenter sam")
-    parser.add_argument("--sam-model-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
-    parser.add_argument("--segmenter-model", default=None, help="model file of a trained segmenter")
-    parser.add_argument("--n-images", type=int, default=None, help="evaluate only the first N scenes")
-    parser.add_argument("--out", default=None, help="write the per-image report to this CSV")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.n_images is not None and args.n_images < 1:
             raise DataError(f"--n-images must be >= 1; got {args.n_images}")

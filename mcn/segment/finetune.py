@@ -25,10 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
+from mcn import cli
 from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
@@ -262,16 +264,17 @@ def _write_json(path: Path, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mcn.segment.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="scene data set folder (images/, masks/)")
-    parser.add_argument("--sam-checkpoint", required=True, help="SAM checkpoint to start from (never downloaded)")
-    parser.add_argument("--sam-model-type", default="vit_b", help="vit_b, vit_l or vit_h (default vit_b)")
-    parser.add_argument("--out", required=True, help="where to write the tuned checkpoint (.pth)")
-    parser.add_argument("--epochs", type=int, default=5)
+    cli.data(parser, required=True)
+    cli.sam(parser, required=True, model_types=sorted(sam_model_registry))
+    cli.out(parser, required=True, metavar="FILE.pth")
+    cli.overwrite(parser)
+    cli.epochs(parser, 5)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out")
+    cli.val_fraction(parser, 0.2)
+    cli.seed(parser)
+    cli.device(parser)
     parser.add_argument("--prompt", choices=PROMPTS, default="mixed")
     parser.add_argument("--train", default="mask_decoder",
                         help=f"comma-separated parts to train, from {','.join(PARTS)}")
@@ -282,16 +285,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points-per-side", type=int, default=32, help="automatic evaluation grid")
     parser.add_argument("--no-automatic-eval", action="store_true",
                         help="skip the (slow on CPU) automatic-mask evaluation of held-out images")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
+    cli.quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: fine-tune SAM on a scene folder, save the checkpoint, report held-out gain."""
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
         model = load_sam(args.sam_checkpoint, args.sam_model_type)
-        scenes = [(s.image, s.labels) for s in tqdm(iter_scenes(args.data), desc="reading scenes")]
+        scenes = [(s.image, s.labels)
+                  for s in tqdm(iter_scenes(args.data), desc="reading scenes", disable=args.quiet)]
         train_idx, held_idx = split_scenes(len(scenes), args.val_fraction, args.seed)
         geometry = dict(tile_size=args.tile_size, overlap=args.overlap, min_area=args.min_area,
                         device=args.device)
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         before = evaluate(model, held, **eval_kwargs)
         history = finetune(model, [scenes[i] for i in train_idx], epochs=args.epochs, lr=args.lr,
                            prompt=args.prompt, trainable=tuple(args.train.split(",")),
-                           instances=args.instances, seed=args.seed, **geometry)
+                           instances=args.instances, seed=args.seed, progress=not args.quiet, **geometry)
         after = evaluate(model, held, **eval_kwargs)
         save_checkpoint(model, out, overwrite=args.overwrite)
     except (DataError, FileExistsError, ValueError) as exc:

@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from mcn import cli
 from mcn.data.scenes import Scene, iter_scenes
 from mcn.errors import DataError
 from mcn.files import write_text
@@ -57,21 +58,20 @@ def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mcn.segment.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, type=Path, help="scene data set folder (images/, masks/)")
-    p.add_argument("--out", required=True, type=Path, help="model file to write (.skops)")
+    cli.data(p, required=True, type=Path)
+    cli.out(p, required=True, type=Path, metavar="FILE.skops")
     held = p.add_mutually_exclusive_group()
-    held.add_argument("--val-fraction", type=float, default=0.4,
-                      help="share of the images held out for scoring (default: %(default)s)")
+    cli.val_fraction(p, 0.4, container=held)
     held.add_argument("--train-images", type=int, help="train on this many images, hold out the rest")
     p.add_argument("--sigma-max", type=float, default=16.0,
                    help="largest feature scale in pixels, about a quarter of a typical crystal's diameter "
                         "(default: %(default)s)")
     p.add_argument("--max-iter", type=int, default=200, help="boosting rounds of the pixel classifier "
                    "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fixes the split, the pixel sample and the model")
-    p.add_argument("--jobs", type=int, default=None, help="threads (default: CPU count)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.seed(p)
+    cli.jobs(p)
+    cli.overwrite(p)
+    cli.quiet(p)
     return p
 
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     """Split, fit, save, score; the report written beside the model."""
     if args.seed < 0:
         raise DataError(f"--seed must be >= 0; got {args.seed}")
-    if args.jobs is not None and args.jobs < 1:
+    if args.jobs < 1:
         raise DataError(f"--jobs must be >= 1; got {args.jobs}")
     if args.out.suffix.lower() != ".skops":
         raise DataError(f"{args.out}: the model file must end in .skops")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import mcn
-from mcn.data.splits import GROUPINGS, describe_grouping, make_folds, resolve_grouping
-from mcn import checks
+from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
+from mcn import checks, cli
 from mcn.errors import DataError, exit_interrupted
-from mcn.train.backend import AUTO, resolve_backend
+from mcn.train.backend import resolve_backend
 from mcn.train.config import OPTIMIZERS, TrainConfig
 from mcn.train.folds import RESULT_FILE, ResumeError, fold_dir
 from mcn.train.protocol import cross_validate
@@ -39,15 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mcn.train",
         description="Train one CNN by grouped cross-validation (or the 80/10/10 holdout) on one data set, "
                     "print per-fold and mean +- std metrics and write the figures.")
-    p.add_argument("--data", help="patch folder or scene folder (default: the cached synthetic data set)")
+    cli.data(p)
     p.add_argument("--model", default="microcrystalnet", help="registry name (default: %(default)s)")
     split = p.add_mutually_exclusive_group()
-    split.add_argument("--folds", type=int, default=5, help="grouped K-fold CV (default: %(default)s)")
+    cli.folds(p, container=split)
     split.add_argument("--holdout", action="store_true",
                        help="one split instead of CV: a pre-split folder's own, else grouped 80/10/10")
-    p.add_argument("--group-by", choices=GROUPINGS,
-                   help="cross-validation group (default: sample where the data records enough samples, else image)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    cli.group_by(p)
+    cli.epochs(p, defaults.epochs)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
@@ -55,19 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=defaults.early_stopping_patience,
                    help="early-stopping patience in epochs (default: %(default)s)")
     p.add_argument("--no-balance", action="store_true", help="do not balance classes by rotated copies")
-    p.add_argument("--input-size", type=int, help="patch side in pixels (default: the model's)")
+    cli.input_size(p, default_text="the model's")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="re-estimate BatchNorm statistics on training patches after training (short budgets)")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="fixes folds, balancing and weights")
-    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="model constructor argument, repeatable (values parsed as JSON when possible)")
-    p.add_argument("--pixel-size-nm", type=float, help="pixel size when the data does not record it")
-    p.add_argument("--out", help="run folder (default: mlruns/train/<model>_<data set name>)")
-    p.add_argument("--backend", choices=(*mcn.BACKENDS, AUTO), default=os.environ.get("KERAS_BACKEND", "torch"),
-                   help="Keras backend; auto: the fastest for the model on this machine (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="retrain every fold, replacing saved ones")
+    cli.seed(p, defaults.seed)
+    cli.hparam(p)
+    cli.pixel_size_nm(p, default_text="images.csv, then the image's metadata; this flag wins over both")
+    cli.out(p, default_text="mlruns/train/<model>_<data set name>")
+    cli.backend(p, auto=True)
+    cli.overwrite(p)
     p.add_argument("--no-report", action="store_true", help="skip the figures (metrics are still written)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    cli.quiet(p)
     return p
 
 

@@ -64,14 +64,14 @@ Rendered calcite microcrystals in the scene format; regenerate with
 
 
 def generate(out_dir: str | Path, n_images: int = 48, image_size: int = 1024, pixel_size_nm: float = 20.0,
-             seed: int = 0, overwrite: bool = False, **knobs) -> Path:
+             seed: int = 0, overwrite: bool = False, progress: bool = True, **knobs) -> Path:
     """Render `n_images` scenes into `out_dir` and return it.
 
     The default (48 images of 1024 x 1024 px at 20 nm) shows the same 20.5 um fields as the paper's
     2048 x 2048 px at 10 nm, at a quarter of the pixels; `image_size=2048, pixel_size_nm=10` gives
     the paper's geometry with the same crystals per image. `knobs` are `SceneConfig` fields.
     Refuses a non-empty `out_dir` unless `overwrite` (then only the generator's own outputs there
-    are replaced).
+    are replaced). `progress`: a bar over the images on a terminal (False: never).
     """
     config = SceneConfig.from_knobs(**knobs)
     _check_geometry(n_images, image_size, pixel_size_nm, seed)
@@ -85,7 +85,7 @@ def generate(out_dir: str | Path, n_images: int = 48, image_size: int = 1024, pi
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        _write_dataset(tmp, config, n_images, image_size, pixel_size_nm, seed)
+        _write_dataset(tmp, config, n_images, image_size, pixel_size_nm, seed, progress)
         _install(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,7 +130,7 @@ def _check_geometry(n_images: int, image_size: int, pixel_size_nm: float, seed: 
 
 
 def _write_dataset(root: Path, config: SceneConfig, n_images: int, image_size: int, pixel_size_nm: float,
-                   seed: int) -> None:
+                   seed: int, progress: bool) -> None:
     (root / "images").mkdir()
     (root / "masks").mkdir()
     n_samples = min(config.n_samples, n_images)
@@ -140,7 +140,7 @@ def _write_dataset(root: Path, config: SceneConfig, n_images: int, image_size: i
     samples = draw_samples(np.random.default_rng(sample_seq), config, n_samples,
                            np.bincount(sample_of, minlength=n_samples), field_nm, pixel_size_nm)
     crystal_rows, image_rows, examples = [], [], {c: [] for c in CLASSES}
-    for i in tqdm(range(n_images), desc="synthetic scenes", unit="image", disable=None):
+    for i in tqdm(range(n_images), desc="synthetic scenes", unit="image", disable=None if progress else True):
         sample = samples[sample_of[i]]
         image_id = f"{sample.sample_id}_img{i:03d}"
         scene = render_scene(np.random.default_rng(image_seqs[i]), config, sample, image_size, pixel_size_nm)

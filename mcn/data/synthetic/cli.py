@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import fields
 
+from mcn import cli
 from mcn.data.synthetic.build import generate
 from mcn.data.synthetic.config import CLASSES, SceneConfig
 from mcn.errors import DataError
@@ -23,19 +24,20 @@ def _knob_help() -> dict[str, str]:
     return {name: " ".join(text.split()) for name, text in found}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mcn.data.synthetic",
         description="Render synthetic SEM micrographs of calcite microcrystals in the scene format "
-                    "(images/, masks/, crystals.csv, images.csv, contact_sheet.png, synthetic.json).",
+                    "(images/, masks/, crystals.csv, images.csv, contact_sheet.png, synthetic.json); "
+                    "--image-size 2048 --pixel-size-nm 10 reproduces the paper's geometry.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder (refused if not empty, see --overwrite)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; one seed gives byte-identical files")
-    parser.add_argument("--n-images", type=int, default=48, help="number of micrographs")
+    cli.out(parser, required=True)
+    cli.seed(parser)
+    cli.n_images(parser, 48)
     parser.add_argument("--image-size", type=int, default=1024, help="image side in pixels")
-    parser.add_argument("--pixel-size-nm", type=float, default=20.0,
-                        help="pixel size; 2048 px at 10 nm reproduces the paper's geometry")
-    parser.add_argument("--overwrite", action="store_true", help="replace the generator's outputs in --out")
+    cli.pixel_size_nm(parser, 20.0)
+    cli.overwrite(parser)
+    cli.quiet(parser)
     knobs = parser.add_argument_group("scene knobs (defaults give the benchmark's default data set)")
     descriptions = _knob_help()
     for f in fields(SceneConfig):
@@ -45,12 +47,17 @@ def main(argv: list[str] | None = None) -> None:
         knobs.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default, nargs=nargs,
                            metavar=metavar, type=type(default[0]) if nargs else type(default),
                            help=descriptions.get(f.name, ""))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     config = {f.name: getattr(args, f.name) for f in fields(SceneConfig)}
     start = time.perf_counter()
     try:
         out = generate(args.out, n_images=args.n_images, image_size=args.image_size,
-                       pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite, **config)
+                       pixel_size_nm=args.pixel_size_nm, seed=args.seed, overwrite=args.overwrite,
+                       progress=not args.quiet, **config)
     except (ValueError, FileExistsError, DataError) as exc:
         sys.exit(f"error: {exc}")
     n_crystals = sum(1 for _ in open(out / "crystals.csv")) - 1
