@@ -24,6 +24,11 @@ FACET_MIN_SHARE = 0.04
 """A flat region counts as a facet when it covers at least this share of the crystal interior."""
 
 
+STACK_CONNECTIVITY = np.zeros((3, 3, 3), bool)
+STACK_CONNECTIVITY[1] = ndi.generate_binary_structure(2, 1)
+"""4-connectivity within each patch of a stack of patches, none across patches."""
+
+
 def outline_polygon(contour: np.ndarray, diameter: float) -> np.ndarray:
     """Corners of a closed (first == last point) outline, (k, 2) without the closing point.
 
@@ -68,11 +73,13 @@ def polygon_features(vertices: np.ndarray) -> dict[str, float]:
     }
 
 
-def facet_count(edges: np.ndarray, interior: np.ndarray) -> int:
-    """Flat faces inside a crystal: connected interior regions free of edges, large enough to see."""
-    flat = interior & ~edges
-    labels, n = ndi.label(flat)
-    if n == 0:
-        return 0
-    sizes = np.bincount(labels.ravel())[1:]
-    return int(np.sum(sizes >= FACET_MIN_SHARE * interior.sum()))
+def facet_counts(edges: np.ndarray, interior: np.ndarray) -> np.ndarray:
+    """Flat faces inside each crystal of a stack of patches, (n, s, s) -> n: connected interior
+    regions free of edges, large enough to see (one labelling pass over the whole stack)."""
+    labels, n = ndi.label(interior & ~edges, STACK_CONNECTIVITY)
+    owner = np.zeros(n + 1, int)
+    owner[labels.ravel()] = np.repeat(np.arange(len(labels)), labels[0].size)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = sizes >= FACET_MIN_SHARE * interior.sum(axis=(1, 2))[owner]
+    big[0] = False
+    return np.bincount(owner[big], minlength=len(labels))
