@@ -23,8 +23,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 from skimage.measure import find_contours, regionprops
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from features import facets, texture
@@ -276,9 +276,15 @@ def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int,
                  progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
     """`_measure_chunk` over every (mask, image) in chunks, over `n_jobs` forked processes when
     worth it (the workers inherit the crystals, so only the rows travel)."""
-    global _SHARED
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
+    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
+        return _measure_spans(items, groups, n_jobs, progress)
+
+
+def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int,
+                   progress: bool) -> list[tuple[dict, np.ndarray | None]]:
+    global _SHARED
     bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
     spans = [(i, min(i + PARALLEL_CHUNK, len(items))) for i in range(0, len(items), PARALLEL_CHUNK)]
     results = []
