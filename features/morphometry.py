@@ -384,7 +384,7 @@ def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], d
     normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
     normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
-    depth = ((hull[None, :, :] - sparse[:, None, :]) * normals[None]).sum(axis=2).min(axis=1)
+    depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
         "perimeter_px": perimeter,
         "convexity": hull_perimeter / perimeter,
@@ -424,16 +424,15 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
     return max(find_contours(np.pad(box, 1).astype(np.float32), 0.5), key=len) - 1 + np.array(corner)
 
 
-def _feret(mask: np.ndarray) -> dict[str, float]:
+def _feret(box: np.ndarray) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
-    Only the first and last pixel of each row can be hull points, so only their corners are used.
+    Only the corners of the outer boundary's pixels can be hull points, and of a straight run of
+    boundary pixels only its ends' (OpenCV's simple chain), so only those corners are used.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    first = np.argmax(mask[rows], axis=1)
-    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
-    corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1)
-                              for dr in (-0.5, 0.5) for cols, dc in ((first, -0.5), (last, 0.5))])
+    contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pixels = np.concatenate(contours)[:, 0, ::-1].astype(np.float64)  # (row, col)
+    corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
@@ -446,6 +445,9 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
         "feret_min_px": float(widths[k]),
         "aspect_ratio_feret": float(along / widths[k]),
     }
+
+
+_PIXEL_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
