@@ -1,9 +1,12 @@
-"""How fast handcrafted morphometry runs: crystals per second, outline-only, all columns, and a selection.
+"""How fast handcrafted morphometry runs: crystals per second for all columns, all but texture, and
+the classifier inputs, in one process and in `--jobs` processes.
 
 `python -m benchmarks.feature_speed` measures the default synthetic data set; `--data PATH` any data
 set, `--limit N` its first N crystals (a quick check). Numbers are wall-clock times (best of
-`--repeat`); run on a quiet machine. With `--out FILE.csv` the rows are also written there
-(benchmarks/results/ holds the reference numbers, written only when asked).
+`--repeat`); the machine's load average is recorded with them, since other processes on the same
+cores slow every case. Writes OUT/feature_speed.csv and OUT/feature_speed.md (default OUT:
+mlruns/feature_speed; the project's reference results go into benchmarks/results/features only
+with `--out`; refuses to replace them without --overwrite).
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import mcn  # noqa: F401  (sets the Keras backend before keras is first imported
 
 import argparse
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
-from features.morphometry import HANDCRAFTED_COLUMNS, morphometry_table
+from features.morphometry import HANDCRAFTED_COLUMNS, PROPERTIES, TEXTURE_COLUMNS, morphometry_table
 from mcn.data.load import load_dataset
 from mcn.errors import DataError
-from mcn.files import atomic_path
+from mcn.experiment.report import to_markdown
+from mcn.files import write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="also time this many worker processes (default: CPU count, %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV file")
+    p.add_argument("--out", type=Path, default=Path("mlruns/feature_speed"),
+                   help="output folder (default: %(default)s; reference results: benchmarks/results/features)")
+    p.add_argument("--overwrite", action="store_true", help="replace this script's earlier result files there")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -45,11 +54,25 @@ def _best_seconds(repeat: int, run) -> float:
     return min(times)
 
 
+def cases(jobs: int) -> list[tuple[str, int, tuple[str, ...] | None, bool]]:
+    """(name, processes, properties (None: all), needs the grey crops) of each timed case."""
+    no_texture = tuple(name for name in PROPERTIES if name not in TEXTURE_COLUMNS)
+    rows = []
+    for processes in sorted({1, jobs}):
+        rows += [("all columns", processes, None, True),
+                 ("all but texture (size, shape, outline, Feret, intensity)", processes, no_texture, True)]
+    rows.append(("classifier inputs (HANDCRAFTED_COLUMNS)", jobs, HANDCRAFTED_COLUMNS, True))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    csv, md = args.out / "feature_speed.csv", args.out / "feature_speed.md"
     try:
         if args.jobs < 1:
             raise DataError(f"--jobs must be >= 1; got {args.jobs}")
+        if csv.exists() and not args.overwrite:
+            raise DataError(f"{csv}: exists; pass --overwrite to replace it")
         dataset = load_dataset(args.data)
     except DataError as exc:
         sys.exit(f"error: {exc}")
@@ -58,22 +81,24 @@ def main(argv: list[str] | None = None) -> None:
     border = dataset.touches_border[:n]
     sides = sorted(max(m.shape) for m in masks)
     print(f"{dataset.name}: {n} crystals, crop side median {sides[n // 2]} px (range {sides[0]}-{sides[-1]})")
-    cases = [("outline only (size, shape, corners)", 1, dict(pixel_size_nm=pixel)),
-             ("classifier inputs (HANDCRAFTED_COLUMNS)", 1,
-              dict(images=crops, pixel_size_nm=pixel, touches_border=border, properties=HANDCRAFTED_COLUMNS))]
-    cases += [("all properties (+ facets, texture)", jobs,
-               dict(images=crops, pixel_size_nm=pixel, touches_border=border, n_jobs=jobs))
-              for jobs in sorted({1, args.jobs})]
+    load_before = os.getloadavg()[0]
     rows = []
-    for name, jobs, kwargs in cases:
+    for name, jobs, properties, with_images in tqdm(cases(args.jobs), desc="feature_speed", disable=args.quiet):
+        kwargs = dict(images=crops if with_images else None, pixel_size_nm=pixel, touches_border=border,
+                      n_jobs=jobs, properties=properties)
         seconds = _best_seconds(args.repeat, lambda: morphometry_table(masks, **kwargs))
         rows.append({"case": name, "processes": jobs, "crystals": n, "seconds": round(seconds, 3),
                      "crystals_per_s": round(n / seconds, 1)})
-        print(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
-    if args.out is not None:
-        with atomic_path(args.out) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        print(f"wrote {args.out}")
+        tqdm.write(f"{name}, {jobs} process(es): {n / seconds:8.0f} crystals/s  ({seconds:.2f} s)")
+    load_after = os.getloadavg()[0]
+    frame = pd.DataFrame(rows)
+    header = (f"# Morphometry speed\n\n{dataset.name}, {n} crystals; mcn {mcn.__version__}, "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; best of {args.repeat} "
+              f"wall-clock runs; 1-minute load average {load_before:.1f} before and {load_after:.1f} after.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(csv, frame.to_csv(index=False))
+    write_text(md, f"{header}\n\n{to_markdown(frame)}\n")
+    print(f"wrote {csv} and {md}")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,10 @@ equivalent diameter and the extent are always made (they cost nothing once the m
 
 _IMAGE_GROUPS = frozenset({"intensity", "texture"})
 
+TEXTURE_COLUMNS: tuple[str, ...] = _GROUPS["texture"]
+"""The columns measured on the fixed-size texture patch (facets, edges, GLCM, LBP): the costliest
+family, and one a selection may leave out."""
+
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
 
