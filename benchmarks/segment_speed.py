@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --sam-only and --no-sam leave nothing to run")
     if (out / "segment_speed.csv").exists() and not args.overwrite:
         sys.exit(f"error: {out / 'segment_speed.csv'}: exists; pass --overwrite to replace it")
+    load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             rows = speed_rows(args, Path(tmp))
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     frame = pd.DataFrame(rows)
     header = (f"# Segmentation benchmark\n\nmcn {mcn.__version__}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs; seconds are medians per image after a warm-up.")
+              f"{os.cpu_count()} CPUs; seconds are medians per image after a warm-up; 1-minute load average "
+              f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after (other processes on the same cores "
+              "slow every row).")
     table = to_markdown(_display(frame))
     _write(out, "segment_speed.csv", frame.to_csv(index=False))
     _write(out, "segment_speed.md", f"{header}\n\n{table}\n")
