@@ -9,9 +9,9 @@ internal edges, counted on a fixed-size patch).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import approximate_polygon
 
 VERTEX_TOLERANCE = 0.04
 """Polygon simplification tolerance as a share of the equivalent diameter: a circle keeps ~8
@@ -24,6 +24,11 @@ FACET_MIN_SHARE = 0.04
 """A flat region counts as a facet when it covers at least this share of the crystal interior."""
 
 
+STACK_CONNECTIVITY = np.zeros((3, 3, 3), bool)
+STACK_CONNECTIVITY[1] = ndi.generate_binary_structure(2, 1)
+"""4-connectivity within each patch of a stack of patches, none across patches."""
+
+
 def outline_polygon(contour: np.ndarray, diameter: float) -> np.ndarray:
     """Corners of a closed (first == last point) outline, (k, 2) without the closing point.
 
@@ -33,14 +38,32 @@ def outline_polygon(contour: np.ndarray, diameter: float) -> np.ndarray:
     points = contour[:-1]
     start = np.argmax(((points - points.mean(axis=0)) ** 2).sum(axis=1))
     points = np.roll(points, -start, axis=0)
-    closed = np.vstack([points, points[:1]])
-    vertices = approximate_polygon(closed, tolerance=VERTEX_TOLERANCE * diameter)[:-1]
+    vertices = _douglas_peucker(np.vstack([points, points[:1]]), VERTEX_TOLERANCE * diameter)
     while len(vertices) > 3:
         deviation = np.abs(corner_angles(vertices) - 180.0)
         if deviation.min() >= 180.0 - STRAIGHT_ANGLE_DEG:
             break
         vertices = np.delete(vertices, deviation.argmin(), axis=0)
     return vertices
+
+
+def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker simplification of a closed outline (first == last point), without the
+    closing point: split at the point farthest from the start (as scikit-image's
+    `approximate_polygon` does on a closed chain), then OpenCV's `approxPolyDP` on each half, ~10x
+    cheaper than scikit-image's. OpenCV measures a point's distance to the chord's line where
+    scikit-image takes the nearer end beyond the chord; after the straight-corner pruning, 4 of
+    the default data set's 1,863 vertex counts differ."""
+    far = ((closed - closed[0]) ** 2).sum(axis=1)
+    split = int(np.argmax(far))
+    if far[split] <= tolerance ** 2:
+        return closed[:1]
+    halves = []
+    for part in (closed[:split + 1], closed[split:]):
+        single = part.astype(np.float32)
+        kept = cv2.approxPolyDP(single, tolerance, False)[:, 0]
+        halves.append(part[(single[None] == kept[:, None]).all(axis=2).argmax(axis=1)])  # the float64 points
+    return np.vstack([halves[0], halves[1][1:-1]])
 
 
 def corner_angles(vertices: np.ndarray) -> np.ndarray:
@@ -68,11 +91,13 @@ def polygon_features(vertices: np.ndarray) -> dict[str, float]:
     }
 
 
-def facet_count(edges: np.ndarray, interior: np.ndarray) -> int:
-    """Flat faces inside a crystal: connected interior regions free of edges, large enough to see."""
-    flat = interior & ~edges
-    labels, n = ndi.label(flat)
-    if n == 0:
-        return 0
-    sizes = np.bincount(labels.ravel())[1:]
-    return int(np.sum(sizes >= FACET_MIN_SHARE * interior.sum()))
+def facet_counts(edges: np.ndarray, interior: np.ndarray) -> np.ndarray:
+    """Flat faces inside each crystal of a stack of patches, (n, s, s) -> n: connected interior
+    regions free of edges, large enough to see (one labelling pass over the whole stack)."""
+    labels, n = ndi.label(interior & ~edges, STACK_CONNECTIVITY)
+    owner = np.zeros(n + 1, int)
+    owner[labels.ravel()] = np.repeat(np.arange(len(labels)), labels[0].size)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = sizes >= FACET_MIN_SHARE * interior.sum(axis=(1, 2))[owner]
+    big[0] = False
+    return np.bincount(owner[big], minlength=len(labels))

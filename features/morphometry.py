@@ -10,6 +10,11 @@ Each mask is reduced to its largest 8-connected component with holes filled: a c
 body, and islands or holes are segmentation debris. Outline measures use the sub-pixel contour at
 the 0.5 level (so a rasterised disc has circularity ~1); Feret diameters use the convex hull of the
 pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
+
+Speed (`python -m benchmarks.feature_speed`): a crystal is measured on its mask's bounding box, the
+outline is smoothed only at the grid points it is traced on, and the texture columns of a chunk of
+crystals are computed on one stack of fixed-size patches; `properties=` skips the measurements
+(`_GROUPS`) no wanted column needs.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
-from skimage.measure import find_contours
+from skimage.measure import find_contours, regionprops
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from features import facets, texture
@@ -141,14 +146,25 @@ the sizes). Orientation is left out because a rotated crystal is the same crysta
 because it records how the image was framed, not what the crystal is."""
 
 _GROUPS: dict[str, tuple[str, ...]] = {
+    "ellipse": ("axis_major_length_px", "axis_major_length_nm", "axis_minor_length_px", "axis_minor_length_nm",
+                "aspect_ratio_axes", "roundness", "eccentricity", "orientation_deg"),
     "outline": ("perimeter_px", "perimeter_nm", "convexity", "solidity", "circularity", "concavity_max",
                 "vertex_count", "corner_angle_mean_deg", "corner_angle_std_deg", "corner_angle_min_deg",
                 "corner_concave_count", "occluded_likely"),
     "feret": ("feret_max_px", "feret_max_nm", "feret_min_px", "feret_min_nm", "aspect_ratio_feret"),
+    "intensity": ("intensity_mean", "intensity_std"),
     "texture": tuple(name for name, p in PROPERTIES.items() if p.group in ("texture", "facets")
-                     and name not in ("vertex_count",) and not name.startswith("corner_")),
+                     and name not in ("vertex_count", "intensity_mean", "intensity_std")
+                     and not name.startswith("corner_")),
 }
-"""The costly measurements and the columns that need them; area and the moment ellipse are always made."""
+"""The measurements a selection of columns may skip, and the columns that need them; area, the
+equivalent diameter and the extent are always made (they cost nothing once the mask is solid)."""
+
+_IMAGE_GROUPS = frozenset({"intensity", "texture"})
+
+TEXTURE_COLUMNS: tuple[str, ...] = _GROUPS["texture"]
+"""The columns measured on the fixed-size texture patch (facets, edges, GLCM, LBP): the costliest
+family, and one a selection may leave out."""
 
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
@@ -183,11 +199,10 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     n = len(masks)
     wanted = _wanted(properties)
     groups = frozenset(g for g, columns in _GROUPS.items() if wanted & set(columns))
-    images = _check_images(images, masks) if "texture" in groups else None
+    images = _check_images(images, masks) if groups & _IMAGE_GROUPS else None
     pixel = _pixel_sizes(pixel_size_nm, n)
-    items = [(_check_mask(mask, i), images[i] if images is not None else None, groups)
-             for i, mask in enumerate(masks)]
-    measured = _measure_all(items, n_jobs, progress)
+    items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
+    measured = _measure_all(items, groups, n_jobs, progress)
     rows = [row for row, _ in measured]
     matrices = {i: matrix for i, (_, matrix) in enumerate(measured) if matrix is not None}
     table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
@@ -262,82 +277,112 @@ def _wanted(properties: Sequence[str] | None) -> set[str]:
     return set(properties)
 
 
-def _measure_all(items: list[tuple], n_jobs: int, progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
-    """`_measure` of every (mask, image, groups), in chunks over `n_jobs` forked processes when worth it."""
+_SHARED: list[tuple] = []
+"""The (mask, image) pairs being measured, read by forked workers instead of pickled to them."""
+
+
+def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int,
+                 progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
+    """`_measure_chunk` over every (mask, image) in chunks, over `n_jobs` forked processes when
+    worth it (the workers inherit the crystals, so only the rows travel)."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
+    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
+        return _measure_spans(items, groups, n_jobs, progress)
+
+
+def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int,
+                   progress: bool) -> list[tuple[dict, np.ndarray | None]]:
+    global _SHARED
     bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
-    chunks = [items[i:i + PARALLEL_CHUNK] for i in range(0, len(items), PARALLEL_CHUNK)]
+    spans = [(i, min(i + PARALLEL_CHUNK, len(items))) for i in range(0, len(items), PARALLEL_CHUNK)]
     results = []
     if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
-        for chunk in chunks:
-            results.extend(_measure_chunk(chunk))
-            bar.update(len(chunk))
+        for start, stop in spans:
+            results.extend(_measure_chunk(items[start:stop], groups))
+            bar.update(stop - start)
     else:
-        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            for chunk in pool.map(_measure_chunk, chunks):
-                results.extend(chunk)
-                bar.update(len(chunk))
+        _SHARED = items
+        try:
+            with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                for chunk in pool.map(_measure_span, spans, [groups] * len(spans)):
+                    results.extend(chunk)
+                    bar.update(len(chunk))
+        finally:
+            _SHARED = []
     bar.close()
     return results
 
 
-def _measure_chunk(items: list[tuple]) -> list[tuple[dict, np.ndarray | None]]:
-    return [_measure(mask, image, groups) for mask, image, groups in items]
+def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[tuple[dict, np.ndarray | None]]:
+    return _measure_chunk(_SHARED[span[0]:span[1]], groups)
+
+
+def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[tuple[dict, np.ndarray | None]]:
+    """Rows of some crystals and their GLCMs (None without texture): shape per crystal, then the
+    texture of all their patches at once."""
+    measured = [_measure(mask, image, groups) for mask, image in items]
+    rows, matrices = [row for row, _ in measured], [None] * len(items)
+    sampled = [i for i, (_, patch) in enumerate(measured) if patch is not None]
+    if sampled:
+        values, glcms = texture.texture_measures(np.stack([measured[i][1][0] for i in sampled]),
+                                                 np.stack([measured[i][1][1] for i in sampled]))
+        for k, i in enumerate(sampled):
+            rows[i].update({name: column[k].item() for name, column in values.items()})
+            matrices[i] = glcms[:, :, k:k + 1]
+    return list(zip(rows, matrices))
 
 
 def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
-             ) -> tuple[dict, np.ndarray | None]:
-    """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its GLCM
-    (None without an image or texture)."""
+             ) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
+    """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its
+    texture patch and mask (`texture.texture_sample`; None without an image or texture)."""
     mask = solid_mask(mask)
-    area = int(mask.sum())
+    area = cv2.countNonZero(mask.view(np.uint8))
     if area < MIN_AREA_PX:
         return {"area_px": area}, None
-    out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi))}
-    out.update(_moments(mask, area))
-    out["roundness"] = 4.0 * area / (np.pi * out["axis_major_length_px"] ** 2)
-    out["aspect_ratio_axes"] = _ratio(out["axis_major_length_px"], out["axis_minor_length_px"])
+    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))
+    box = mask[top:top + height, left:left + width]
+    out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi)),
+           "extent": area / (width * height)}
+    if "ellipse" in groups:
+        out.update(_ellipse(box, area))
     if "outline" in groups:
-        out.update(_outline(mask, out["diameter_equivalent_px"]))
+        out.update(_outline(box, (top, left), mask.shape, out["diameter_equivalent_px"]))
         out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
                                       or out["concavity_max"] > OCCLUSION_CONCAVITY)
     if "feret" in groups:
-        out.update(_feret(mask))
-    if image is None or "texture" not in groups:
+        out.update(_feret(box))
+    if image is None:
         return out, None
     image = np.asarray(image, dtype=np.float32)
-    out.update(texture.intensity_features(image, mask))
-    sampled = texture.texture_patch(image, mask)
+    if "intensity" in groups:
+        out.update(texture.intensity_features(image, mask))
+    if "texture" not in groups:
+        return out, None
+    sampled = texture.texture_sample(image, mask)
     if sampled is None:
         out[_UNSAMPLED] = True
-        return out, None
-    patch, interior = sampled
-    edges = texture.edge_map(patch, interior)
-    out["facet_count"] = facets.facet_count(edges, interior)
-    out.update(texture.texture_features(patch, interior, edges))
-    return out, texture.glcm(patch, interior)
+    return out, sampled
 
 
-def _moments(mask: np.ndarray, area: int) -> dict[str, float]:
-    """Second-moment ellipse and box measures, with scikit-image's definitions and sign conventions."""
-    rows, cols = np.nonzero(mask)
-    var_r, var_c, cov = rows.var(), cols.var(), np.mean((rows - rows.mean()) * (cols - cols.mean()))
-    spread = np.hypot((var_r - var_c) / 2.0, cov)
-    major, minor = (var_r + var_c) / 2.0 + spread, max((var_r + var_c) / 2.0 - spread, 0.0)
-    box = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
+    """The second-moment ellipse, from `regionprops` (its definitions and sign conventions)."""
+    region = regionprops(box.view(np.uint8))[0]
+    major, minor = region.axis_major_length, region.axis_minor_length
     return {
-        "axis_major_length_px": float(4.0 * np.sqrt(major)),
-        "axis_minor_length_px": float(4.0 * np.sqrt(minor)),
-        "eccentricity": float(np.sqrt(1.0 - minor / major)) if major > 0 else np.nan,
-        "extent": area / box,
-        "orientation_deg": float(np.degrees(0.5 * np.arctan2(2.0 * cov, var_r - var_c))),
+        "axis_major_length_px": float(major),
+        "axis_minor_length_px": float(minor),
+        "aspect_ratio_axes": _ratio(major, minor),
+        "roundness": 4.0 * area / (np.pi * major ** 2),
+        "eccentricity": float(region.eccentricity),
+        "orientation_deg": float(np.degrees(region.orientation)),
     }
 
 
-def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
+def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], diameter: float) -> dict[str, float]:
     """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline."""
-    contour = _contour(mask)
+    contour = _contour(box, corner, shape)
     perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
     x, y = contour[:, 0], contour[:, 1]
     area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
@@ -348,7 +393,7 @@ def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
     normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
     normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
-    depth = ((hull[None, :, :] - sparse[:, None, :]) * normals[None]).sum(axis=2).min(axis=1)
+    depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
         "perimeter_px": perimeter,
         "convexity": hull_perimeter / perimeter,
@@ -360,35 +405,43 @@ def _outline(mask: np.ndarray, diameter: float) -> dict[str, float]:
     return out
 
 
-def _contour(mask: np.ndarray) -> np.ndarray:
-    """The closed 0.5-level outline of the lightly smoothed mask, (k, 2) row/col, first == last.
+def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """The closed 0.5-level outline of the lightly smoothed mask, (k, 2) row/col in the crop of
+    `shape` whose mask is `box` at `corner`, first == last.
 
     Smoothing (Gaussian, sigma `OUTLINE_SIGMA` px) removes the pixel staircase, which would lengthen
     every slanted side by up to 8 % and make a disc look 10 % less circular than it is; a mask too
     thin to survive it falls back to the raw outline. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
-    outline step, and a crystal's shape needs no more than ~64 px across.
+    outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
+    smoothed mask reaches are computed (`texture.gaussian_weights`, as two small matrix products).
     """
-    step = max(1, -(-max(mask.shape) // OUTLINE_GRID))
+    step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
-    padded = np.pad(mask, pad).astype(np.float32)
-    smooth = ndi.gaussian_filter(padded, max(OUTLINE_SIGMA, step / 2))[::step, ::step]
+    sigma = max(OUTLINE_SIGMA, step / 2)
+    reach = int(4.0 * sigma + 0.5) + step
+    grids, weights = [], []
+    for start, length, full in zip(corner, box.shape, shape):
+        grid = np.arange(0, full + 2 * pad, step) - pad  # the crop's grid rows (columns), `pad` beyond it
+        grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
+        grids.append(grid[0])
+        weights.append(texture.gaussian_weights(grid - start, length, sigma, border="constant"))
+    smooth = (weights[0] @ box.astype(np.float64) @ weights[1].T).astype(np.float32)
     contours = find_contours(smooth, 0.5)
-    if not contours:
-        step, contours = 1, find_contours(padded, 0.5)
-    return max(contours, key=len) * step - pad
+    if contours:
+        return max(contours, key=len) * step + np.array(grids, dtype=np.float64)
+    return max(find_contours(np.pad(box, 1).astype(np.float32), 0.5), key=len) - 1 + np.array(corner)
 
 
-def _feret(mask: np.ndarray) -> dict[str, float]:
+def _feret(box: np.ndarray) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
-    Only the first and last pixel of each row can be hull points, so only their corners are used.
+    Only the corners of the outer boundary's pixels can be hull points, and of a straight run of
+    boundary pixels only its ends' (OpenCV's simple chain), so only those corners are used.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    first = np.argmax(mask[rows], axis=1)
-    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
-    corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1)
-                              for dr in (-0.5, 0.5) for cols, dc in ((first, -0.5), (last, 0.5))])
+    contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pixels = np.concatenate(contours)[:, 0, ::-1].astype(np.float64)  # (row, col)
+    corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
@@ -401,6 +454,9 @@ def _feret(mask: np.ndarray) -> dict[str, float]:
         "feret_min_px": float(widths[k]),
         "aspect_ratio_feret": float(along / widths[k]),
     }
+
+
+_PIXEL_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
 
 
 def _hull(points: np.ndarray) -> np.ndarray:

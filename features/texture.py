@@ -4,6 +4,9 @@ Texture is measured on a fixed-size square patch (the crop padded to a square an
 its cost does not grow with the crystal and a crystal reads the same at any magnification.
 Intensities are stretched between the crystal's own 2nd and 98th percentiles first: SEM contrast
 and brightness vary from image to image, the surface pattern of a crystal does not.
+
+Each crystal contributes one patch (`texture_sample`); everything after it runs on a stack of
+patches at once (`texture_measures`), so the cost per crystal is array work, not Python calls.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
-from skimage.filters import sobel
+from skimage.filters.edges import SOBEL_EDGE, SOBEL_SMOOTH
+
+from features import facets
 
 TEXTURE_SIZE = 48
 """Side of the square patch texture is measured on, pixels."""
@@ -27,44 +32,64 @@ LBP_POINTS = 8
 GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 
-def texture_patch(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The crystal at TEXTURE_SIZE, contrast-stretched to [0, 1], and its interior mask.
-
-    The background is filled with the crystal's median so the outline itself does not count as an
-    internal edge; the interior drops a one-pixel rim for the same reason. None when no pixel of the
-    mask survives the sampling (a crystal a pixel or two thin in a long crop): it has no texture to
-    measure at this size.
-    """
-    shrink = max(image.shape) / TEXTURE_SIZE
+def texture_sample(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The crystal's grey values and mask at TEXTURE_SIZE (anti-aliased by a Gaussian of sigma
+    (shrink - 1) / 2 when shrinking), or None when no pixel of the mask survives the sampling (a
+    crystal a pixel or two thin in a long crop: it has no texture to measure at this size)."""
     inside = square_sample(mask, TEXTURE_SIZE)
     if not inside.any():
         return None
-    patch = square_sample(ndi.gaussian_filter(image, (shrink - 1) / 2) if shrink > 1 else image, TEXTURE_SIZE)
-    interior = ndi.binary_erosion(inside)
-    if not interior.any():
-        interior = inside
-    lo, hi = np.percentile(patch[interior], (2, 98))
-    stretched = np.clip((patch - lo) / max(hi - lo, MIN_CONTRAST), 0.0, 1.0)
-    stretched[~inside] = np.median(stretched[interior])
-    return stretched, interior
+    shrink = max(image.shape) / TEXTURE_SIZE
+    patch = smooth_sample(image, (shrink - 1) / 2, TEXTURE_SIZE) if shrink > 1 else square_sample(image, TEXTURE_SIZE)
+    return patch, inside
+
+
+def square_centres(shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column sampled for each of `size` output pixels when the array is centred on a
+    zero-padded square (as `mcn.data.dataset.square_resize` places a crop); outside: < 0 or >= side."""
+    h, w = shape
+    side = max(h, w)
+    centres = np.floor((np.arange(size) + 0.5) * side / size).astype(int)
+    return centres - (side - h) // 2, centres - (side - w) // 2
 
 
 def square_sample(array: np.ndarray, size: int) -> np.ndarray:
-    """`array` centred on a zero-padded square (as `mcn.data.dataset.square_resize` places a crop),
-    sampled at `size` x `size` nearest pixels. Cheap; smooth first (anti-aliasing) to shrink."""
-    h, w = array.shape
-    side = max(h, w)
-    centres = np.floor((np.arange(size) + 0.5) * side / size).astype(int)
-    rows, cols = centres - (side - h) // 2, centres - (side - w) // 2
+    """`array` centred on a zero-padded square, sampled at `size` x `size` nearest pixels."""
+    rows, cols = square_centres(array.shape, size)
     out = np.zeros((size, size), array.dtype)
-    ok_r, ok_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    ok_r, ok_c = (rows >= 0) & (rows < array.shape[0]), (cols >= 0) & (cols < array.shape[1])
     out[np.ix_(ok_r, ok_c)] = array[np.ix_(rows[ok_r], cols[ok_c])]
     return out
 
 
-def edge_map(patch: np.ndarray, interior: np.ndarray) -> np.ndarray:
-    """Interior pixels on an intensity edge (facet boundaries, ridges, pits)."""
-    return (sobel(ndi.gaussian_filter(patch, 1.0)) > EDGE_THRESHOLD) & interior
+def smooth_sample(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
+    """`square_sample(ndi.gaussian_filter(image, sigma), size)` without filtering the pixels that
+    are not sampled: the separable filter as two small matrix products (same weights and 'reflect'
+    border as scipy), so a large crop costs size x its pixels instead of a full filter pass."""
+    rows, cols = square_centres(image.shape, size)
+    along_rows, along_cols = gaussian_weights(rows, image.shape[0], sigma), gaussian_weights(cols, image.shape[1], sigma)
+    return (along_rows @ image.astype(np.float64) @ along_cols.T).astype(image.dtype)
+
+
+def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflect") -> np.ndarray:
+    """(len(at), n) weights of scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a
+    line of n pixels, so that `weights @ line` is the filtered line at `at`. border: "reflect"
+    (scipy's default; rows for positions outside the line are zero) or "constant" (zeros beyond the
+    line, positions anywhere)."""
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
+    kernel /= kernel.sum()
+    index = at[:, None] + offsets
+    if border == "reflect":
+        index = np.mod(index, 2 * n)
+        index = np.where(index >= n, 2 * n - 1 - index, index)
+        keep = np.broadcast_to(((at >= 0) & (at < n))[:, None], index.shape)
+    else:
+        keep = (index >= 0) & (index < n)
+    owner = np.broadcast_to(np.arange(len(at))[:, None], index.shape)
+    weights = np.broadcast_to(kernel, index.shape)
+    return np.bincount((owner * n + index)[keep], weights[keep], len(at) * n).reshape(len(at), n)
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -73,25 +98,89 @@ def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {"intensity_mean": float(values.mean()), "intensity_std": float(values.std())}
 
 
-def texture_features(patch: np.ndarray, interior: np.ndarray, edges: np.ndarray) -> dict[str, float]:
-    """Edge density and uniform-LBP summaries of the interior (GLCM: see `glcm` / `glcm_features`)."""
-    codes = local_binary_pattern(np.round(patch * 255).astype(np.uint8), LBP_POINTS, 1, "uniform")
-    hist = np.bincount(codes[interior].astype(int), minlength=LBP_POINTS + 2) / interior.sum()
-    nonzero = hist[hist > 0]
-    return {
-        "edge_density": float(edges.sum() / interior.sum()),
-        "lbp_entropy": float(-(nonzero * np.log2(nonzero)).sum() / np.log2(LBP_POINTS + 2)),
-        "lbp_flat_fraction": float(hist[LBP_POINTS]),
-        "lbp_nonuniform_fraction": float(hist[LBP_POINTS + 1]),
-    }
+def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Facet count, edge density and LBP summaries of a stack of `texture_sample` patches, (n, s, s)
+    each, and their GLCMs, (levels, levels, n, 4) (see `glcm_features`).
 
-
-def glcm(patch: np.ndarray, interior: np.ndarray) -> np.ndarray:
-    """Grey-level co-occurrences inside the crystal, distance 1, 4 directions: (levels, levels, 1, 4).
-
-    The background takes level 0 and is dropped, so the outline does not count as texture.
+    Each patch is stretched to [0, 1] between its interior's 2nd and 98th percentiles; the
+    background is filled with the crystal's median so the outline itself does not count as an
+    internal edge, and the interior drops a one-pixel rim for the same reason.
     """
-    levels = np.where(interior, 1 + np.round(patch * (GLCM_LEVELS - 1)), 0).astype(np.uint8)
+    interior = ndi.binary_erosion(insides, facets.STACK_CONNECTIVITY)
+    empty = ~interior.any(axis=(1, 2))
+    interior[empty] = insides[empty]
+    lo, hi = masked_percentiles(patches, interior, (2, 98))
+    stretched = np.clip((patches - lo[:, None, None]) / np.maximum(hi - lo, MIN_CONTRAST)[:, None, None], 0.0, 1.0)
+    stretched = np.where(insides, stretched, masked_median(stretched, interior)[:, None, None])
+    edges = edge_map(stretched, interior)
+    counts = interior.sum(axis=(1, 2))
+    out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
+    out.update(_lbp_features(stretched, interior, counts))
+    levels = np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8)
+    return out, np.concatenate([glcm(patch) for patch in levels], axis=2)
+
+
+def masked_percentiles(stack: np.ndarray, selected: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
+    """`np.percentile(stack[i][selected[i]], q)` of every slice i at once (linear method, float64)."""
+    values, counts = _sorted_selection(stack, selected)
+    out = []
+    for percent in q:
+        virtual = percent / 100.0 * (counts - 1)
+        below = np.floor(virtual).astype(int)
+        gamma = virtual - below
+        a = np.take_along_axis(values, below[:, None], 1)[:, 0]
+        b = np.take_along_axis(values, np.minimum(below + 1, counts - 1)[:, None], 1)[:, 0]
+        diff = b - a  # in the data's dtype, then float64, as numpy's own interpolation
+        out.append(np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma))
+    return out
+
+
+def masked_median(stack: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    """`np.median(stack[i][selected[i]])` of every slice i at once."""
+    values, counts = _sorted_selection(stack, selected)
+    upper = np.take_along_axis(values, (counts // 2)[:, None], 1)[:, 0]
+    lower = np.take_along_axis(values, ((counts - 1) // 2)[:, None], 1)[:, 0]
+    return np.where(counts % 2 == 1, upper, (lower + upper) / 2)
+
+
+def _sorted_selection(stack: np.ndarray, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = np.where(selected, stack, np.inf).reshape(len(stack), -1)
+    values.sort(axis=1)
+    return values, selected.reshape(len(stack), -1).sum(axis=1)
+
+
+def edge_map(stack: np.ndarray, interior: np.ndarray) -> np.ndarray:
+    """Interior pixels on an intensity edge (facet boundaries, ridges, pits): scikit-image's Sobel
+    magnitude of each Gaussian-smoothed patch, in one pass over the stack."""
+    smooth = ndi.gaussian_filter(stack, (0.0, 1.0, 1.0))
+    magnitude = np.zeros_like(smooth)
+    for kernel in (np.outer(SOBEL_EDGE, SOBEL_SMOOTH), np.outer(SOBEL_SMOOTH, SOBEL_EDGE)):
+        magnitude += ndi.convolve(smooth, kernel[None], mode="reflect") ** 2
+    return (np.sqrt(magnitude) / np.sqrt(2) > EDGE_THRESHOLD) & interior
+
+
+def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Uniform-LBP(8, 1) summaries of the interiors. One `local_binary_pattern` call per patch: tiled
+    into one image, its interpolated diagonal neighbours round differently at the larger
+    coordinates and ties flip codes (and a call costs the same per pixel)."""
+    bins = LBP_POINTS + 2
+    codes = np.stack([local_binary_pattern(patch, LBP_POINTS, 1, "uniform")
+                      for patch in np.round(stack * 255).astype(np.uint8)]).astype(int)
+    owner = np.broadcast_to(np.arange(len(stack))[:, None, None], codes.shape)
+    hist = np.bincount((owner * bins + codes)[interior], minlength=len(stack) * bins).reshape(-1, bins)
+    hist = hist / counts[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(hist > 0, hist * np.log2(hist), 0.0).sum(axis=1) / np.log2(bins)
+    return {"lbp_entropy": entropy, "lbp_flat_fraction": hist[:, LBP_POINTS],
+            "lbp_nonuniform_fraction": hist[:, LBP_POINTS + 1]}
+
+
+def glcm(levels: np.ndarray) -> np.ndarray:
+    """Grey-level co-occurrences inside a crystal, distance 1, 4 directions: (levels, levels, 1, 4).
+
+    `levels` holds 1 + the grey level inside and 0 outside; the background level is dropped, so
+    the outline does not count as texture.
+    """
     return graycomatrix(levels, distances=[1], angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
                         levels=GLCM_LEVELS + 1, symmetric=True)[1:, 1:]
 

@@ -439,3 +439,34 @@ def test_a_property_selection_computes_only_those_columns_with_the_same_values()
     assert list(morphometry_table(masks, properties=["glcm_energy"]).columns) == ["glcm_energy"]
     with pytest.raises(DataError, match="unknown morphometry properties"):
         morphometry_table(masks, properties=["sharpness"])
+
+
+def test_texture_smoothing_of_the_sampled_pixels_only_equals_filtering_the_whole_crop():
+    """`smooth_sample` computes only the pixels `square_sample` keeps; it must equal scipy's filter
+    ('reflect' border) followed by the sampling, for wide, tall, thin and tiny crops."""
+    from scipy import ndimage as ndi
+
+    from features.texture import TEXTURE_SIZE, smooth_sample, square_sample
+
+    rng = np.random.default_rng(4)
+    for shape in [(300, 170), (90, 400), (3, 200), (60, 60), (49, 7)]:
+        image = rng.random(shape).astype(np.float32)
+        sigma = (max(shape) / TEXTURE_SIZE - 1) / 2 or 0.4
+        expected = square_sample(ndi.gaussian_filter(image, sigma), TEXTURE_SIZE)
+        np.testing.assert_allclose(smooth_sample(image, sigma, TEXTURE_SIZE), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_solid_mask_fills_holes_and_keeps_the_largest_8_connected_component():
+    from scipy import ndimage as ndi
+
+    from mcn.data.patches import solid_mask
+
+    rng = np.random.default_rng(5)
+    for threshold in (0.3, 0.5, 0.7):
+        for _ in range(10):
+            mask = rng.random((40, 50)) > threshold
+            filled = ndi.binary_fill_holes(mask)
+            components, n = ndi.label(filled, structure=np.ones((3, 3), bool))
+            expected = filled if n <= 1 else components == 1 + np.argmax(np.bincount(components.ravel())[1:])
+            assert np.array_equal(solid_mask(mask), expected)
+    assert not solid_mask(np.zeros((5, 5), bool)).any()

@@ -74,7 +74,9 @@ class NLMeans:
     OpenCV's fast NLM (`cv2.fastNlMeansDenoising`: patches of `patch_size` compared within a
     `search_size` window; its cost grows with the window's area): 1.3 s for a 2048 px image where
     scikit-image's `denoise_nl_means` (fast mode, 5 px patches within 13 px) took 10-18 s on the same
-    loaded 2-core machine, at a similar SNR gain (9.6 -> 23.3 dB vs 27.5 dB on a synthetic scene;
+    loaded 2-core machine; held to one thread, 0.5 s of CPU and 0.8-1.4 s wall at load 8-9
+    (`benchmarks.segment_speed`, row `preprocess:nlm:1-thread`), inside a 3 s per-core budget. It
+    reaches a similar SNR gain (9.6 -> 23.3 dB vs 27.5 dB on a synthetic scene;
     the 7 px window is the price of speed, made up in part by `h_factor` 1.2). OpenCV denoises
     8-bit images, so the image is quantised to 256 levels first; that is finer than SEM noise
     (sigma >= 1/255 in any image worth denoising) and is undone by the averaging.
