@@ -70,7 +70,6 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
     """One table row: CV of `model`, or its error."""
     import keras
 
-    from mcn.evaluate import plot_training_curves, write_report
     from mcn.train import cross_validate
 
     config = train_config(model, profile, args)
@@ -82,17 +81,23 @@ def benchmark_model(model: str, dataset, folds, profile: profiles.Profile, args:
                                  progress=not args.quiet)
     except Exception as exc:  # noqa: BLE001  (a failing model is recorded, the others still run)
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
-    folder = Path(args.out) / row["backend"] / model
+    return {**row, **summarize_folds(results, dataset, Path(args.out) / row["backend"] / model)}
+
+
+def summarize_folds(results, dataset, folder: Path) -> dict:
+    """A model's row from its fold results; writes its metrics files and learning curves to `folder`."""
+    from mcn.evaluate import plot_training_curves, write_report
+
     table = write_report(results, dataset, folder, figures=False)
     plot_training_curves([r.history for r in results], folder / "training_curves.png")
     peaks = [int(np.nanargmax(r.history["val_f1_macro"])) + 1 for r in results if r.history.get("val_f1_macro")]
     mean, std = (table[table["fold"] == k].iloc[0] for k in ("mean", "std"))
-    return {**row, "input_size": results[0].input_size, "top1_mean": mean["top1"], "top1_std": std["top1"],
+    return {"input_size": results[0].input_size, "top1_mean": mean["top1"], "top1_std": std["top1"],
             "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,
             "flops": results[0].flops, "seconds_per_epoch": mean["seconds_per_epoch"],
             "epochs_run": mean["epochs_run"], "best_epoch": float(np.median([r.best_epoch + 1 for r in results])),
             "val_f1_peak_epoch": float(np.median(peaks)) if peaks else np.nan,
-            "train_seconds": table["train_seconds"].iloc[:len(folds)].sum(),
+            "train_seconds": table["train_seconds"].iloc[:len(results)].sum(),
             # NaN for folds recorded before train_crystals was kept
             "train_crystals_per_second": float(np.mean([(r.train_crystals or np.nan) / r.seconds_per_epoch
                                                         for r in results])),
