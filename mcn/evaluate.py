@@ -100,6 +100,7 @@ def plot_training_curves(histories: list[dict], path) -> Path:
                 ax.plot(epochs, history[key], "-", color=colour, label=f"fold {fold} train")
             ax.plot(epochs, history[validation], "--", color=colour, label=f"fold {fold} val")
             ax.plot(best + 1, history[validation][best], "o", color=colour, markersize=5)
+    axes[0].set_yscale("log")  # the first epochs' validation loss can be 10-100x the rest
     for ax, key in zip(axes, keys):
         ax.set(xlabel="epoch", ylabel=key, title="Validation macro-F1" if key == "val_f1_macro" else f"Training {key}")
         ax.xaxis.get_major_locator().set_params(integer=True)
