@@ -73,6 +73,9 @@ NOISE_MARGIN = 16.0
 """Smoothing brings pixel noise down to this fraction (1/16) of the crystal-matrix contrast: the
 default threshold sits about a quarter of the contrast above the matrix, so matrix pixels then lie
 about 4 noise sd below it (one in 30,000 crosses) instead of breaking into specks."""
+SIGNIFICANCE = 3.0
+"""A crystal pixel is at least this many residual-noise sd brighter than the matrix level (about
+one matrix pixel in 700 crosses it; specks of a few such pixels are then below the minimum area)."""
 PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
@@ -156,22 +159,27 @@ def _range_around(typical: float) -> tuple[float, float]:
     return max(typical / SIZE_SPREAD, MIN_ESTIMATE_PX), max(typical * SIZE_SPREAD, 2 * MIN_ESTIMATE_PX)
 
 
-def denoising_sigma_px(image: np.ndarray, margin: float = NOISE_MARGIN) -> float:
-    """Gaussian sigma (px) that brings the image's pixel noise down to 1/`margin` of its
-    crystal-matrix contrast, so the threshold does not break crystals and matrix into specks.
-
-    Noise: the median absolute response to Immerkaer's (1996) Laplacian-difference mask, blind to
-    smooth shading and to most edges; contrast: the difference of the mean grey above and below
-    Otsu's threshold. White noise smoothed with sigma s keeps 1 / (2 sqrt(pi) s)
-    of its standard deviation.
-    """
+def pixel_noise(image: np.ndarray) -> float:
+    """Standard deviation of the pixel noise: the median absolute response to Immerkaer's (1996)
+    Laplacian-difference mask, blind to smooth shading and to most edges."""
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    noise = float(np.median(np.abs(ndi.convolve(image, kernel)))) / (0.6745 * 6)  # mask norm 6
+    return float(np.median(np.abs(ndi.convolve(image, kernel)))) / (0.6745 * 6)  # mask norm 6
+
+
+def smoothed_noise(noise: float, sigma: float) -> float:
+    """White noise smoothed by a Gaussian of `sigma` px keeps 1 / (2 sqrt(pi) sigma) of its sd."""
+    return noise / (2 * math.sqrt(math.pi) * sigma) if sigma > 0.5 else noise
+
+
+def denoising_sigma_px(image: np.ndarray, margin: float = NOISE_MARGIN) -> float:
+    """Gaussian sigma (px) that brings the image's pixel noise (`pixel_noise`) down to 1/`margin`
+    of its crystal-matrix contrast (the difference of the mean grey above and below Otsu's
+    threshold), so the threshold does not break crystals and matrix into specks."""
     above = image > filters.threshold_otsu(image)
     if above.all() or not above.any():
         return 0.0
     contrast = float(image[above].mean() - image[~above].mean())
-    return margin * noise / (2 * math.sqrt(math.pi) * contrast)
+    return margin * pixel_noise(image) / (2 * math.sqrt(math.pi) * contrast)
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
@@ -300,16 +308,20 @@ class ClassicalSegmenter:
         image = _block_reduce(image, block, np.mean)
         return image, low / block, None if high is None else high / block, block
 
-    def _smooth(self, image: np.ndarray, low: float, block: int) -> np.ndarray:
+    def _smooth(self, image: np.ndarray, low: float, block: int) -> tuple[np.ndarray, float]:
         """Gaussian at 1/8 of the smallest crystal, or more where the image's noise needs it
-        (`denoising_sigma_px`)."""
+        (`denoising_sigma_px`); and the sd of the noise left after it."""
         if self.smoothing is not None:
             sigma = self.smoothing / block
         else:
             sigma = max(low / 8, denoising_sigma_px(image))
-        return filters.gaussian(image, sigma=sigma) if sigma > 0 else image
+        smooth = filters.gaussian(image, sigma=sigma) if sigma > 0 else image
+        return smooth, smoothed_noise(pixel_noise(image), sigma)
 
-    def _mask(self, smooth: np.ndarray, low: float, block: int) -> np.ndarray:
+    def _mask(self, smooth: np.ndarray, noise: float, low: float, block: int) -> np.ndarray:
+        """Crystal mask: the chosen threshold, but never within SIGNIFICANCE residual-noise sd of
+        the matrix level (median grey below Otsu's threshold): on an image of one crystal class the
+        lower multi-Otsu threshold can fall inside the matrix's own grey range."""
         if self.polarity == "dark":
             smooth = smooth.max() - smooth
         if self.threshold == "otsu":
@@ -317,7 +329,9 @@ class ClassicalSegmenter:
         elif self.threshold == "li":
             fg = smooth > filters.threshold_li(smooth)
         elif self.threshold == "multiotsu":
-            fg = smooth > filters.threshold_multiotsu(smooth, classes=3)[0]
+            otsu = filters.threshold_otsu(smooth)
+            floor = float(np.median(smooth[smooth <= otsu])) + SIGNIFICANCE * noise
+            fg = smooth > min(max(filters.threshold_multiotsu(smooth, classes=3)[0], floor), otsu)
         else:
             size = self.block_size / block if self.block_size else 4 * low
             fg = smooth > filters.threshold_local(smooth, block_size=int(size) // 2 * 2 + 1, method="mean")
@@ -330,7 +344,7 @@ class ClassicalSegmenter:
         """Boolean crystal mask at full resolution (steps 1-3 of the module doc)."""
         shape = np.shape(image)
         work, low, _, block = self._prepare(image)
-        return _upsample(self._mask(self._smooth(work, low, block), low, block), block, shape)
+        return _upsample(self._mask(*self._smooth(work, low, block), low, block), block, shape)
 
     def _seeds(self, dist: np.ndarray, low: float) -> np.ndarray:
         """Labelled watershed seeds: h-maxima of log(1 + d / c) on a grid of blocks ~1/4 of the
@@ -346,8 +360,8 @@ class ClassicalSegmenter:
         """uint16 instance labels (0 = matrix) of a 2-D grey image in [0, 1]."""
         shape = np.shape(image)
         work, low, high, block = self._prepare(image)
-        smooth = self._smooth(work, low, block)
-        fg = self._mask(smooth, low, block)
+        smooth, noise = self._smooth(work, low, block)
+        fg = self._mask(smooth, noise, low, block)
         grad = filters.sobel(smooth)
         cut = fg
         if self.edge_cut is not None and fg.any():
