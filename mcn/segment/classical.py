@@ -171,15 +171,16 @@ def smoothed_noise(noise: float, sigma: float) -> float:
     return noise / (2 * math.sqrt(math.pi) * sigma) if sigma > 0.5 else noise
 
 
-def denoising_sigma_px(image: np.ndarray, margin: float = NOISE_MARGIN) -> float:
-    """Gaussian sigma (px) that brings the image's pixel noise (`pixel_noise`) down to 1/`margin`
-    of its crystal-matrix contrast (the difference of the mean grey above and below Otsu's
-    threshold), so the threshold does not break crystals and matrix into specks."""
+def denoising_sigma_px(image: np.ndarray, noise: float | None = None, margin: float = NOISE_MARGIN) -> float:
+    """Gaussian sigma (px) that brings the image's pixel noise (`pixel_noise` unless given) down to
+    1/`margin` of its crystal-matrix contrast (the difference of the mean grey above and below
+    Otsu's threshold), so the threshold does not break crystals and matrix into specks."""
     above = image > filters.threshold_otsu(image)
     if above.all() or not above.any():
         return 0.0
     contrast = float(image[above].mean() - image[~above].mean())
-    return margin * pixel_noise(image) / (2 * math.sqrt(math.pi) * contrast)
+    noise = pixel_noise(image) if noise is None else noise
+    return margin * noise / (2 * math.sqrt(math.pi) * contrast)
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
@@ -311,12 +312,13 @@ class ClassicalSegmenter:
     def _smooth(self, image: np.ndarray, low: float, block: int) -> tuple[np.ndarray, float]:
         """Gaussian at 1/8 of the smallest crystal, or more where the image's noise needs it
         (`denoising_sigma_px`); and the sd of the noise left after it."""
+        noise = pixel_noise(image)
         if self.smoothing is not None:
             sigma = self.smoothing / block
         else:
-            sigma = max(low / 8, denoising_sigma_px(image))
+            sigma = max(low / 8, denoising_sigma_px(image, noise))
         smooth = filters.gaussian(image, sigma=sigma) if sigma > 0 else image
-        return smooth, smoothed_noise(pixel_noise(image), sigma)
+        return smooth, smoothed_noise(noise, sigma)
 
     def _mask(self, smooth: np.ndarray, noise: float, low: float, block: int) -> np.ndarray:
         """Crystal mask: the chosen threshold, but never within SIGNIFICANCE residual-noise sd of
