@@ -139,8 +139,13 @@ def crystal_widths_px(image: np.ndarray, polarity: str = "bright") -> np.ndarray
     fg = morphology.remove_small_objects(fg, max_size=9)
     dist = ndi.distance_transform_edt(fg)
     centre = (dist == ndi.maximum_filter(dist, size=3)) & (dist >= 1.5)
-    for size in (5, 9, 17, 33, 65):  # a centre holds the largest disc within half its radius, which
-        centre &= (dist < size / 2) | (dist >= ndi.maximum_filter(dist, size=size))  # drops medial-axis bumps
+    rows, cols = np.nonzero(centre)
+    value = dist[rows, cols]
+    keep = np.ones(value.size, bool)
+    for cell in (1, 2, 4, 8, 16):  # a centre holds the largest disc within about its radius: this
+        near = ndi.maximum_filter(_block_reduce(dist, cell, np.max), size=5)  # drops the small bumps
+        keep &= (value < 2 * cell) | (value >= near[rows // cell, cols // cell])  # along a medial axis
+    centre[rows[~keep], cols[~keep]] = False
     peaks, n = ndi.label(centre, structure=np.ones((3, 3)))
     if n == 0:
         raise DataError("no crystals to estimate a size from; give --crystal-size-nm")
