@@ -172,8 +172,9 @@ def pixel_noise(image: np.ndarray) -> float:
 
 
 def smoothed_noise(noise: float, sigma: float) -> float:
-    """White noise smoothed by a Gaussian of `sigma` px keeps 1 / (2 sqrt(pi) sigma) of its sd."""
-    return noise / (2 * math.sqrt(math.pi) * sigma) if sigma > 0.5 else noise
+    """White noise smoothed by a Gaussian of `sigma` px keeps 1 / (2 sqrt(pi) sigma) of its sd
+    (at most all of it: below sigma 0.28 the formula would exceed 1)."""
+    return noise * min(1.0, 1 / (2 * math.sqrt(math.pi) * sigma)) if sigma > 0 else noise
 
 
 def denoising_sigma_px(image: np.ndarray, noise: float | None = None, margin: float = NOISE_MARGIN) -> float:
