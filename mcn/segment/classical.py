@@ -6,7 +6,8 @@ beat. Pipeline:
    down to a working resolution where the smallest crystal spans about `work_min_px` pixels (a
    2048 px image of crystals from 0.5 um at 10 nm is segmented at 512 px: same crystals, a
    sixteenth of the work; labels are scaled back to the full image), and smoothed (Gaussian, sigma 1/8 of the
-   smallest crystal);
+   smallest crystal, or more on a noisy image: enough to bring the pixel noise down to 1/16 of the
+   crystal-matrix contrast, `denoising_sigma_px`);
 2. crystals vs matrix by a global threshold; crystals are bright on a dark matrix in
    secondary-electron images (`polarity="dark"` flips that). The default is the lower of two
    multi-Otsu thresholds (three classes: matrix, shaded facets, lit facets): plain Otsu splits lit
@@ -36,7 +37,8 @@ beat. Pipeline:
 Scale: every length derives from the crystal size range (min_crystal_px, max_crystal_px), in
 pixels. `for_pixel_size` sets it from a physical range in nm (`--crystal-size-nm MIN,MAX`); where no
 range is given but the pixel size is known, the carbonate range `CARBONATE_CRYSTAL_SIZE_NM` is used
-on each image whose own typical crystal size (`estimate_crystal_size_px`) lies inside it, and the
+on each image whose own typical crystal size (`estimate_crystal_size_px`) fits it (at least
+`PRIOR_MARGIN` times its minimum, at most its maximum), and the
 image's estimate otherwise (with a warning: the image is not of carbonate microcrystals at that
 scale, e.g. 200 nm TiO2 particles); with neither, the range is estimated on each image. Images above the pixel
 budget `mcn.data.io.MAX_IMAGE_PIXELS` are refused (`max_pixels` raises it).
@@ -67,6 +69,17 @@ make up most of the area (~5 um); a narrower range drops the small crystals of a
 distribution (on ampis-powder, a factor 4.5 halved the recall)."""
 ESTIMATE_PIXELS = 1024 * 1024
 """The size estimate works on the image averaged down to about this many pixels (speed)."""
+NOISE_MARGIN = 16.0
+"""Smoothing brings pixel noise down to this fraction (1/16) of the crystal-matrix contrast: the
+default threshold sits about a quarter of the contrast above the matrix, so matrix pixels then lie
+about 4 noise sd below it (one in 30,000 crosses) instead of breaking into specks."""
+SIGNIFICANCE = 3.0
+"""A crystal pixel is at least this many residual-noise sd brighter than the matrix level (about
+one matrix pixel in 700 crosses it; specks of a few such pixels are then below the minimum area)."""
+PRIOR_MARGIN = 2.0
+"""A default size range fits an image when its typical (area-weighted) crystal is at least this
+many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
+the crystals lie below half the typical size."""
 MIN_ESTIMATE_PX = 4.0
 """Smallest crystal diameter an estimate may give: below this, an outline is noise."""
 
@@ -96,42 +109,84 @@ def parse_crystal_size_nm(text: str | None) -> tuple[float, float] | None:
 def estimate_crystal_size_px(image: np.ndarray, polarity: str = "bright") -> tuple[float, float]:
     """(min, max) crystal diameter in pixels estimated from the image itself.
 
-    Foreground by the default threshold at light smoothing; each connected piece's largest
-    inscribed disc (the maximum of its distance transform) is the width of its largest crystal, so
-    touching crystals do not inflate it the way piece areas would. The median of those widths,
-    each piece weighted by its area (noise specks and streak fragments, however many, cover little
-    of the image), is the typical crystal size D; the range is D / SIZE_SPREAD to D * SIZE_SPREAD,
-    floored at MIN_ESTIMATE_PX.
+    Each crystal's width is read where the distance transform of the foreground peaks inside it
+    (`crystal_widths_px`); the median of those widths, each weighted by its area (noise specks,
+    however many, cover little of the image), is the typical crystal size D; the range is
+    D / SIZE_SPREAD to D * SIZE_SPREAD, floored at MIN_ESTIMATE_PX.
+    """
+    return _range_around(_area_weighted_median(crystal_widths_px(image, polarity)))
+
+
+def crystal_widths_px(image: np.ndarray, polarity: str = "bright") -> np.ndarray:
+    """Width in pixels of each crystal of the image: twice the local maxima of the foreground's
+    distance transform (foreground by the default threshold at light smoothing, on the image
+    averaged down to about ESTIMATE_PIXELS).
+
+    A crystal's widest inscribed disc is centred on a local maximum of the distance transform
+    whether or not it touches others, so touching crystals keep their own width; the largest value
+    per connected piece (the earlier estimate) reads a cluster of small touching crystals as one
+    large crystal (15-40 px particles in clusters came out at 2-3x their size).
     """
     image = np.asarray(image, np.float32)
     if np.ptp(image) == 0:
         raise DataError("cannot estimate the crystal size of a blank image; give --crystal-size-nm")
     block = max(1, math.ceil(math.sqrt(image.size / ESTIMATE_PIXELS)))  # the size of crystals, not
-    return _range_around(_typical_width(_block_reduce(image, block, np.mean), polarity) * block)
+    smooth = filters.gaussian(_block_reduce(image, block, np.mean), sigma=1.0)  # of pixels, is sought
+    if polarity == "dark":
+        smooth = smooth.max() - smooth
+    fg = smooth > filters.threshold_multiotsu(smooth, classes=3)[0]
+    fg = morphology.remove_small_holes(fg, max_size=64)
+    fg = morphology.remove_small_objects(fg, max_size=9)
+    dist = ndi.distance_transform_edt(fg)
+    centre = (dist == ndi.maximum_filter(dist, size=3)) & (dist >= 1.5)
+    rows, cols = np.nonzero(centre)
+    value = dist[rows, cols]
+    keep = np.ones(value.size, bool)
+    for cell in (1, 2, 4, 8, 16):  # a centre holds the largest disc within about its radius: this
+        near = ndi.maximum_filter(_block_reduce(dist, cell, np.max), size=5)  # drops the small bumps
+        keep &= (value < 2 * cell) | (value >= near[rows // cell, cols // cell])  # along a medial axis
+    centre[rows[~keep], cols[~keep]] = False
+    peaks, n = ndi.label(centre, structure=np.ones((3, 3)))
+    if n == 0:
+        raise DataError("no crystals to estimate a size from; give --crystal-size-nm")
+    widths, at = np.zeros(n + 1), peaks > 0
+    np.maximum.at(widths, peaks[at], dist[at])  # a plateau of maxima is one crystal
+    return 2 * block * widths[1:]
+
+
+def _area_weighted_median(widths: np.ndarray) -> float:
+    order = np.argsort(widths)
+    weight = np.cumsum(widths[order] ** 2)
+    return float(widths[order][np.searchsorted(weight, weight[-1] / 2)])
 
 
 def _range_around(typical: float) -> tuple[float, float]:
     return max(typical / SIZE_SPREAD, MIN_ESTIMATE_PX), max(typical * SIZE_SPREAD, 2 * MIN_ESTIMATE_PX)
 
 
-def _typical_width(image: np.ndarray, polarity: str) -> float:
-    """Area-weighted median of the widest inscribed disc of each foreground piece."""
-    smooth = filters.gaussian(image, sigma=1.0)
-    if polarity == "dark":
-        smooth = smooth.max() - smooth
-    fg = smooth > filters.threshold_multiotsu(smooth, classes=3)[0]
-    fg = morphology.remove_small_holes(fg, max_size=64)
-    fg = morphology.remove_small_objects(fg, max_size=9)
-    pieces, n = ndi.label(fg)
-    if n == 0:
-        raise DataError("no crystals to estimate a size from; give --crystal-size-nm")
-    index = np.arange(1, n + 1)
-    widths = np.zeros(n + 1)
-    np.maximum.at(widths, pieces.ravel(), 2 * ndi.distance_transform_edt(fg).ravel())  # ndi.maximum sorts
-    widths = widths[1:]
-    order = np.argsort(widths)
-    weight = np.cumsum(np.bincount(pieces.ravel(), minlength=n + 1)[index][order])
-    return float(widths[order][np.searchsorted(weight, weight[-1] / 2)])
+def pixel_noise(image: np.ndarray) -> float:
+    """Standard deviation of the pixel noise: the median absolute response to Immerkaer's (1996)
+    Laplacian-difference mask, blind to smooth shading and to most edges."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    return float(np.median(np.abs(ndi.convolve(image, kernel)))) / (0.6745 * 6)  # mask norm 6
+
+
+def smoothed_noise(noise: float, sigma: float) -> float:
+    """White noise smoothed by a Gaussian of `sigma` px keeps 1 / (2 sqrt(pi) sigma) of its sd
+    (at most all of it: below sigma 0.28 the formula would exceed 1)."""
+    return noise * min(1.0, 1 / (2 * math.sqrt(math.pi) * sigma)) if sigma > 0 else noise
+
+
+def denoising_sigma_px(image: np.ndarray, noise: float | None = None, margin: float = NOISE_MARGIN) -> float:
+    """Gaussian sigma (px) that brings the image's pixel noise (`pixel_noise` unless given) down to
+    1/`margin` of its crystal-matrix contrast (the difference of the mean grey above and below
+    Otsu's threshold), so the threshold does not break crystals and matrix into specks."""
+    above = image > filters.threshold_otsu(image)
+    if above.all() or not above.any():
+        return 0.0
+    contrast = float(image[above].mean() - image[~above].mean())
+    noise = pixel_noise(image) if noise is None else noise
+    return margin * noise / (2 * math.sqrt(math.pi) * contrast)
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
@@ -232,7 +287,10 @@ class ClassicalSegmenter:
     def crystal_size_px(self, image: np.ndarray) -> tuple[float, float | None]:
         """The (min, max) crystal diameters in px used on `image`: as given, else the smallest is
         estimated; an estimated largest is not used to drop instances (an unsplit clump would lose
-        its crystals' area too)."""
+        its crystals' area too). A default range (`size_prior`) is used only on images whose
+        typical (area-weighted) crystal is at least PRIOR_MARGIN times its minimum and not above
+        its maximum: a default minimum closer to the typical size would drop a large share of the
+        image's crystals (15-40 px particles at a pixel size where the carbonate minimum is 25 px)."""
         if self.min_crystal_px is not None and not self.size_prior:
             return float(self.min_crystal_px), self.max_crystal_px
         low, high = estimate_crystal_size_px(image, self.polarity)
@@ -240,9 +298,9 @@ class ClassicalSegmenter:
             return low, self.max_crystal_px
         typical = math.sqrt(low * high)
         upper = self.max_crystal_px if self.max_crystal_px is not None else math.inf
-        if self.min_crystal_px <= typical <= upper:
+        if PRIOR_MARGIN * self.min_crystal_px <= typical <= upper:
             return float(self.min_crystal_px), self.max_crystal_px
-        warnings.warn(f"typical crystal {typical:.0f} px is outside the default size range "
+        warnings.warn(f"typical crystal {typical:.0f} px does not fit the default size range "
                       f"{self.min_crystal_px:.0f}-{upper:.0f} px; using the image's own estimate "
                       f"(give --crystal-size-nm to set it)", ScaleWarning, stacklevel=2)
         return low, None
@@ -257,11 +315,21 @@ class ClassicalSegmenter:
         image = _block_reduce(image, block, np.mean)
         return image, low / block, None if high is None else high / block, block
 
-    def _smooth(self, image: np.ndarray, low: float, block: int) -> np.ndarray:
-        sigma = self.smoothing / block if self.smoothing is not None else low / 8
-        return filters.gaussian(image, sigma=sigma) if sigma > 0 else image
+    def _smooth(self, image: np.ndarray, low: float, block: int) -> tuple[np.ndarray, float]:
+        """Gaussian at 1/8 of the smallest crystal, or more where the image's noise needs it
+        (`denoising_sigma_px`); and the sd of the noise left after it."""
+        noise = pixel_noise(image)
+        if self.smoothing is not None:
+            sigma = self.smoothing / block
+        else:
+            sigma = max(low / 8, denoising_sigma_px(image, noise))
+        smooth = filters.gaussian(image, sigma=sigma) if sigma > 0 else image
+        return smooth, smoothed_noise(noise, sigma)
 
-    def _mask(self, smooth: np.ndarray, low: float, block: int) -> np.ndarray:
+    def _mask(self, smooth: np.ndarray, noise: float, low: float, block: int) -> np.ndarray:
+        """Crystal mask: the chosen threshold, but never within SIGNIFICANCE residual-noise sd of
+        the matrix level (median grey below Otsu's threshold): on an image of one crystal class the
+        lower multi-Otsu threshold can fall inside the matrix's own grey range."""
         if self.polarity == "dark":
             smooth = smooth.max() - smooth
         if self.threshold == "otsu":
@@ -269,7 +337,9 @@ class ClassicalSegmenter:
         elif self.threshold == "li":
             fg = smooth > filters.threshold_li(smooth)
         elif self.threshold == "multiotsu":
-            fg = smooth > filters.threshold_multiotsu(smooth, classes=3)[0]
+            otsu = filters.threshold_otsu(smooth)
+            floor = float(np.median(smooth[smooth <= otsu])) + SIGNIFICANCE * noise
+            fg = smooth > min(max(filters.threshold_multiotsu(smooth, classes=3)[0], floor), otsu)
         else:
             size = self.block_size / block if self.block_size else 4 * low
             fg = smooth > filters.threshold_local(smooth, block_size=int(size) // 2 * 2 + 1, method="mean")
@@ -282,7 +352,7 @@ class ClassicalSegmenter:
         """Boolean crystal mask at full resolution (steps 1-3 of the module doc)."""
         shape = np.shape(image)
         work, low, _, block = self._prepare(image)
-        return _upsample(self._mask(self._smooth(work, low, block), low, block), block, shape)
+        return _upsample(self._mask(*self._smooth(work, low, block), low, block), block, shape)
 
     def _seeds(self, dist: np.ndarray, low: float) -> np.ndarray:
         """Labelled watershed seeds: h-maxima of log(1 + d / c) on a grid of blocks ~1/4 of the
@@ -298,8 +368,8 @@ class ClassicalSegmenter:
         """uint16 instance labels (0 = matrix) of a 2-D grey image in [0, 1]."""
         shape = np.shape(image)
         work, low, high, block = self._prepare(image)
-        smooth = self._smooth(work, low, block)
-        fg = self._mask(smooth, low, block)
+        smooth, noise = self._smooth(work, low, block)
+        fg = self._mask(smooth, noise, low, block)
         grad = filters.sobel(smooth)
         cut = fg
         if self.edge_cut is not None and fg.any():
