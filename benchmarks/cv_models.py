@@ -5,7 +5,7 @@ crystal, seconds per epoch and where training converged (the epoch whose weights
 validation loss, and the epoch of peak validation macro-F1, medians over the folds), as cv_models.csv
 and cv_models.md in `--out/<backend>/`, with each model's learning curves in
 `--out/<backend>/<model>/training_curves.png`: run it once per backend to compare backends. Budgets
-come from `benchmarks.profiles` ("quick" by default; `--profile paper` is the full paper protocol: 30
+come from `mcn.experiment.profiles` ("quick" by default; `--profile paper` is the full paper protocol: 30
 epochs, batch 32, every CNN at its own input size);
 `--epochs` and `--input-size` override them. Training goes through `mcn.train.cross_validate`, so an
 interrupted run resumes from its fold folders; a model that fails records its error and the run
@@ -90,7 +90,8 @@ def summarize_folds(results, dataset, folder: Path) -> dict:
 
     table = write_report(results, dataset, folder, figures=False)
     plot_training_curves([r.history for r in results], folder / "training_curves.png")
-    peaks = [int(np.nanargmax(r.history["val_f1_macro"])) + 1 for r in results if r.history.get("val_f1_macro")]
+    peaks = [int(np.nanargmax(f1)) + 1 for f1 in (r.history.get("val_f1_macro") or [] for r in results)
+             if np.isfinite(f1).any()]
     mean, std = (table[table["fold"] == k].iloc[0] for k in ("mean", "std"))
     return {"input_size": results[0].input_size, "top1_mean": mean["top1"], "top1_std": std["top1"],
             "f1_macro_mean": mean["f1_macro"], "f1_macro_std": std["f1_macro"], "n_params": results[0].n_params,

@@ -102,7 +102,7 @@ def plot_training_curves(histories: list[dict], path) -> Path:
             ax.plot(best + 1, history[validation][best], "o", color=colour, markersize=5)
     axes[0].set_yscale("log")  # the first epochs' validation loss can be 10-100x the rest
     for ax, key in zip(axes, keys):
-        ax.set(xlabel="epoch", ylabel=key, title="Validation macro-F1" if key == "val_f1_macro" else f"Training {key}")
+        ax.set(xlabel="epoch", ylabel=key, title="Validation macro-F1" if key == "val_f1_macro" else key.capitalize())
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=7, ncol=2)
     return save_figure(fig, path, bbox_inches="tight")

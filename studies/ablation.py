@@ -5,7 +5,7 @@ variant is scored on the same grouped folds as the others (mean and std of macro
 the folds). Variants change the profile's MicroCrystalNet setting one thing at a time: the NSR block
 (z-score, PCA, L1 each off, all off; PCA dimension), conv kernel sizes and depth, input resolution,
 batch size, dropout and optimizer; `recipe` adds the fast-training levers (one-cycle schedule, label
-smoothing, test-time flips, larger batches, more epochs, larger input) one at a time, then
+smoothing, test-time flips, larger batches, fewer epochs, larger input) one at a time, then
 together. `hybrid` asks whether CNN embeddings help the classical models: each classifier of the
 profile on handcrafted, embedding and hybrid features.
 
@@ -50,13 +50,12 @@ CNN_ABLATIONS: dict[str, dict[str, dict]] = {
     "dropout": {f"dropout_{d}": {"fc_dropout": d} for d in (0.2, 0.5, 0.7)},
     "optimizer": {o: {"optimizer": o} for o in ("adam", "sgd", "rmsprop")},
     # the fast-training levers (issue 15), one at a time on top of the profile's recipe, then together
-    "recipe": {"profile": {}, "epochs_x2": {"epochs": 16},
-               "onecycle_epochs_x2": {"schedule": "onecycle", "learning_rate": 3e-3, "epochs": 16},
+    "recipe": {"profile": {}, "epochs_8": {"epochs": 8},
+               "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
                "48px": {"input_size": 48}, "test_flips": {"test_flips": True},
                "label_smoothing": {"label_smoothing": 0.1},
-               "onecycle": {"schedule": "onecycle", "learning_rate": 3e-3},
                "batch_64": {"batch_size": 64, "learning_rate": 2e-3},
-               "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "epochs": 16, "label_smoothing": 0.1,
+               "all_levers": {"schedule": "onecycle", "learning_rate": 3e-3, "label_smoothing": 0.1,
                               "test_flips": True}},
 }
 """Variant name -> MicroCrystalNet overrides (TrainConfig or create_model names, see `spaces`)."""

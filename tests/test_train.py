@@ -307,6 +307,7 @@ def test_onecycle_warms_up_to_the_peak_rate_then_anneals(dataset):
     lr = result.history["lr"]
     assert lr[0] < lr[1] < lr[2] and lr[2] > lr[3], lr
     assert max(lr) == pytest.approx(3e-3, rel=0.35) and lr[3] < 3e-3
+    assert result.epochs_run == 4 and result.best_epoch == 3  # no early stop: the annealed weights are kept
     f1 = result.history["val_f1_macro"]
     assert len(f1) == 4 and all(0 <= v <= 1 for v in f1)
 
@@ -325,3 +326,19 @@ def test_test_flips_make_predictions_flip_invariant(dataset):
     p_m, e_m, _ = predict_all(model, np.ascontiguousarray(x[:, :, ::-1]), 16, test_flips=True)
     np.testing.assert_allclose(p, p_m, atol=1e-5)
     np.testing.assert_allclose(e, e_m, atol=1e-4)
+
+
+def test_runs_saved_before_the_recipe_settings_still_resume():
+    """The recipe settings enter the run hash only where they change results, so folds saved before
+    they existed (the paper's plateau schedule) keep their hash and resume."""
+    from mcn.train import run_hash
+
+    plain = TrainConfig(epochs=3)
+    assert not {"schedule", "warmup_fraction", "label_smoothing", "test_flips"} & set(plain.settings())
+    assert run_hash("microcrystalnet", plain, {}, "torch") == run_hash(
+        "microcrystalnet", TrainConfig(epochs=3, warmup_fraction=0.5), {}, "torch")  # unused under plateau
+    onecycle = TrainConfig(epochs=3, schedule="onecycle")
+    assert onecycle.settings()["schedule"] == "onecycle"
+    assert run_hash("microcrystalnet", onecycle, {}, "torch") != run_hash("microcrystalnet", plain, {}, "torch")
+    assert run_hash("microcrystalnet", onecycle, {}, "torch") != run_hash(
+        "microcrystalnet", TrainConfig(epochs=3, schedule="onecycle", warmup_fraction=0.5), {}, "torch")

@@ -12,11 +12,13 @@ and benchmarks/results/recipe):
   EfficientNetB0 at 32 px 0.403 +- 0.090 (early stopping keeps epoch 8).
 - MicroCrystalNet at 32 px with 8 epochs (the old `quick`) scored 0.635 +- 0.025: under-trained, not
   weak. 16 epochs at 32 px score 0.712 +- 0.026, above the 64 px reference, for ~6 s per epoch and
-  fold on 2 quiet cores (about 8 minutes of the default run). The other levers measured (one-cycle
-  schedule, label smoothing, test-time flips, batch 64, 48 px) are in the recipe ablation.
-- The baselines are not in `quick` by default: EfficientNetB0, the cheapest, needs ~8 epochs to
-  converge (0.40 at 32 px), 5-6 minutes more on this CPU, and one epoch left it at 0.34, a row that
-  teaches nothing. `--models cnn` (or `all`) adds the five at 8 epochs and 32 px (InceptionV3 at its
+  fold on 2 quiet cores (about 8 minutes of the default run). The other levers (one-cycle
+  schedule, label smoothing, test-time flips, batch 64) are measured in the recipe ablation
+  (`python -m studies.ablation --ablation recipe`).
+- The baselines are not in `quick` by default: EfficientNetB0, the cheapest, scores 0.40 at 32 px
+  under the paper protocol, where early stopping keeps epoch 8 (validation macro-F1 peaks at 11);
+  8 epochs would add ~15 minutes on this CPU, and one epoch left it at 0.34, a row that teaches
+  nothing. `--models cnn` (or `all`) adds the five at 8 epochs and 32 px (InceptionV3 at its
   75 px minimum): per training crystal at batch 32, EfficientNetB0 ~9 ms, VGG16 18 ms, DenseNet121
   19 ms, ResNet50 20 ms, InceptionV3 28 ms, against MicroCrystalNet's ~2.5 ms.
 - After few steps the BatchNorm moving averages still weigh their initial values, so `quick`
@@ -55,7 +57,7 @@ class Profile:
     crossfit: int = 0
     """Inner folds that cross-fit the embedding CNN for the embedding and hybrid rows (0: off). Off in
     every profile: measured on the default data (quick budget, K=3), cross-fitted raw embeddings
-    dropped the embedding rows from macro-F1 0.67-0.68 to 0.28-0.32 and the hybrid rows by 0.006-0.017,
+    dropped the embedding rows (8-epoch CNN) from macro-F1 0.67-0.68 to 0.28-0.32 and the hybrid rows by 0.006-0.017,
     because nothing aligns the inner CNNs' embedding axes with the outer CNN's (see features.crossfit).
     Each outer fold would also train K more CNNs."""
     input_sizes: dict[str, int | None] = field(default_factory=dict)
@@ -148,7 +150,7 @@ PAPER = Profile(
 QUICK = Profile(
     name="quick",
     description="MicroCrystalNet (16 epochs, 32 px) and 7 classifiers x 3 feature sets, 5-fold CV (~12 min on 2 "
-                "CPU cores); --models cnn adds the five baselines at 8 epochs, 32 px (hours on a CPU)",
+                "CPU cores, estimated); --models cnn adds the five baselines at 8 epochs, 32 px (hours on a CPU)",
     epochs=8,
     batch_size=32,
     lr_patience=3,

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field, fields
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("plateau", "onecycle")
+LATER_SETTINGS = {"schedule": "plateau", "warmup_fraction": 0.3, "label_smoothing": 0.0, "test_flips": False}
+"""Settings added after runs were saved, with the values that keep the earlier behaviour: they enter
+`settings()` (and so the run hash) only when they change results, so those runs still resume."""
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,8 @@ class TrainConfig:
     schedule: "plateau" is the paper's (divide the rate by 1/lr_factor when the validation loss stalls);
         "onecycle" warms the rate up linearly from learning_rate / 10 to learning_rate over the first
         warmup_fraction of the steps, then anneals it to zero along a cosine (Smith's one-cycle policy,
-        as keras.optimizers.schedules.CosineDecay): a higher peak rate that converges in few epochs.
+        as keras.optimizers.schedules.CosineDecay), and trains every epoch: early stopping would stop
+        it in the high-rate phase, and the annealed end is the point of the schedule.
     label_smoothing: share of each one-hot target spread over the other classes (0: the paper's loss).
     test_flips: predict every crystal as the mean over it and its horizontal, vertical and double flip
         (a crystal has no preferred orientation in the image; 4x the inference cost).
@@ -67,5 +71,8 @@ class TrainConfig:
             raise ValueError(f"`input_size` must be >= 8 pixels; got {self.input_size}.")
 
     def settings(self) -> dict:
-        """The fields that change results (everything but `progress`)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        """The fields that change results: everything but `progress`, and the `LATER_SETTINGS` only
+        where they differ from their earlier behaviour (warmup_fraction under the one-cycle schedule only)."""
+        unused = {"warmup_fraction"} if self.schedule != "onecycle" else set()
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare
+                and not (f.name in LATER_SETTINGS and (f.name in unused or getattr(self, f.name) == LATER_SETTINGS[f.name]))}

@@ -39,7 +39,9 @@ class FoldResult:
         (float32, (n_test, n_classes)) follow that order.
     embeddings: penultimate-layer features of EVERY crystal of the data set from this fold's model,
         (n_crystals, d): classical models on embeddings train on fold k's training rows only.
-    history: per-epoch lists under HISTORY_KEYS (lr is the rate used during the epoch, seconds its
+    history: per-epoch lists under HISTORY_KEYS (val_f1_macro is keras' F1Score, which counts a class
+        absent from the validation part as 0: its peak epoch is comparable, its level is not the
+        reported f1_macro; lr is the rate used during the epoch, seconds its
         wall time); best_epoch indexes them (the weights kept).
     seconds_per_epoch: median epoch wall time, so one-off compilation (jax/XLA) does not dominate;
         train_seconds is the whole fit.

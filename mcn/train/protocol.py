@@ -155,19 +155,20 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
     model = create_model(model_name, input_shape=(size, size, 1), num_classes=n_classes, **hparams)
     prepare_model(model, x_train, seed=seed)
     # macro-F1 per epoch on the validation part: the learning curve of the score the tables report
-    model.compile(optimizer=_optimizer(config, config.epochs * (len(x_train) // config.batch_size)),
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    model.compile(optimizer=_optimizer(config, config.epochs * steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")])
     recorder = _epoch_recorder(config.epochs, f"{model_name} fold {fold.index}", config.progress)
-    stopper = keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping_patience,
-                                            restore_best_weights=True)
+    stopper = [keras.callbacks.EarlyStopping("val_loss", patience=config.early_stopping_patience,
+                                             restore_best_weights=True)] if config.schedule == "plateau" else []
     plateau = [keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_factor, patience=config.lr_patience,
                                                  min_lr=config.min_lr)] if config.schedule == "plateau" else []
     start = time.perf_counter()
     model.fit(x_train, np.eye(n_classes, dtype=np.float32)[y_train],
               validation_data=(x_all[fold.val], np.eye(n_classes, dtype=np.float32)[dataset.labels[fold.val]]),
               epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
-              callbacks=[recorder, *plateau, stopper])
+              callbacks=[recorder, *plateau, *stopper])
     if config.recalibrate_bn:
         recalibrate_batchnorm(model, x_train, seed=seed)
     train_seconds = time.perf_counter() - start
@@ -181,7 +182,7 @@ def train_fold(model_name: str, dataset, fold: Fold, config: TrainConfig, hparam
         y_true=y_true, probabilities=probabilities, embeddings=embeddings,
         metrics=classification_metrics(y_true, probabilities, dataset.class_names),
         history=history, epochs_run=len(history["loss"]),
-        best_epoch=int(np.nanargmin(history["val_loss"])),
+        best_epoch=int(np.nanargmin(history["val_loss"])) if stopper else len(history["loss"]) - 1,
         seconds_per_epoch=float(np.median(history["seconds"])), train_seconds=train_seconds,
         inference_seconds_per_crystal=per_crystal, n_params=int(model.count_params()),
         flops=int(count_flops(model)), model_path="", backend=keras.backend.backend(), input_size=size,
