@@ -149,8 +149,8 @@ PAPER = Profile(
 
 QUICK = Profile(
     name="quick",
-    description="MicroCrystalNet (16 epochs, 32 px) and 7 classifiers x 3 feature sets, 5-fold CV (~12 min on 2 "
-                "CPU cores, estimated); --models cnn adds the five baselines at 8 epochs, 32 px (hours on a CPU)",
+    description="MicroCrystalNet (16 epochs, 32 px) and 7 classifiers x 3 feature sets, 5-fold CV (~9.5 min on 2 "
+                "CPU cores); --models cnn adds the five baselines at 8 epochs, 32 px (hours on a CPU)",
     epochs=8,
     batch_size=32,
     lr_patience=3,
