@@ -146,8 +146,6 @@ def main(argv: list[str] | None = None) -> None:
         from mcn.data.load import load_dataset
         from mcn.data.splits import describe_grouping, make_folds, resolve_grouping
 
-        profile = profiles.get_profile(args.profile)
-        models = profiles.resolve_models(args.models, profile, kinds=("cnn",))
         dataset = load_dataset(args.data)
         group_by, why = resolve_grouping(dataset, args.folds, args.group_by)
         folds = make_folds(dataset, n_splits=args.folds, seed=args.seed, group_by=group_by)

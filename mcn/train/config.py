@@ -73,6 +73,7 @@ class TrainConfig:
     def settings(self) -> dict:
         """The fields that change results: everything but `progress`, and the `LATER_SETTINGS` only
         where they differ from their earlier behaviour (warmup_fraction under the one-cycle schedule only)."""
-        unused = {"warmup_fraction"} if self.schedule != "onecycle" else set()
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare
-                and not (f.name in LATER_SETTINGS and (f.name in unused or getattr(self, f.name) == LATER_SETTINGS[f.name]))}
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        if self.schedule != "onecycle":
+            del settings["warmup_fraction"]
+        return {k: v for k, v in settings.items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}

@@ -24,7 +24,9 @@ from mcn.train.config import TrainConfig
 RESULT_FILE = "result.json"
 ARRAYS_FILE = "arrays.npz"
 MODEL_FILE = "model.keras"
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro", "lr", "seconds")
+LOGGED_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro")
+"""The per-epoch values Keras logs that a fold keeps."""
+HISTORY_KEYS = (*LOGGED_KEYS, "lr", "seconds")
 
 
 class ResumeError(ValueError):

@@ -22,8 +22,8 @@ from mcn.data.splits import Fold
 from mcn.metrics import classification_metrics
 from mcn.train.backend import seed_everything
 from mcn.train.config import TrainConfig
-from mcn.train.folds import (HISTORY_KEYS, MODEL_FILE, RESULT_FILE, FoldResult, check_resumable, fold_dir, run_hash,
-                             save_fold, split_hash)
+from mcn.train.folds import (HISTORY_KEYS, LOGGED_KEYS, MODEL_FILE, RESULT_FILE, FoldResult, check_resumable,
+                             fold_dir, run_hash, save_fold, split_hash)
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -63,7 +63,7 @@ def _epoch_recorder(total: int, description: str, show: bool):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro"):
+            for key in LOGGED_KEYS:
                 self.history[key].append(float(logs.get(key, np.nan)))
             self.history["lr"].append(self.lr)
             self.history["seconds"].append(time.perf_counter() - self.started)
