@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{dataset.name}: {len(dataset)} crystals, {len(folds)} folds {describe_grouping(group_by)} ({why}), "
           f"profile {profile.name}, "
           f"backend {args.backend}")
-    rows = [benchmark_model(model, dataset, folds, profile, args) for model in models]
-    folder = Path(args.out) / args.backend
-    table = write_tables(rows, folder)
+    rows, folder = [], Path(args.out) / args.backend
+    for model in models:  # the tables after each model: an interrupted run keeps every finished row
+        rows.append(benchmark_model(model, dataset, folds, profile, args))
+        table = write_tables(rows, folder)
     print(markdown(table))
     print(f"wrote {folder / 'cv_models.csv'} and {folder / 'cv_models.md'}")
     failed = table[table["error"].astype(bool)]

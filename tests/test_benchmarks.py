@@ -609,3 +609,23 @@ def test_cv_models_reports_where_training_converged(scenes, tmp_path):
     assert 1 <= row["best_epoch"] <= 2 and 1 <= row["val_f1_peak_epoch"] <= 2
     assert (out / "torch" / "microcrystalnet" / "training_curves.png").stat().st_size > 0
     assert "val F1 peak epoch" in (out / "torch" / "cv_models.md").read_text()
+
+
+def test_cv_models_keeps_the_finished_models_rows_when_a_later_model_is_interrupted(scenes, tmp_path, monkeypatch):
+    """A long reference run (hours on a CPU, a fixed lease on a GPU) that is stopped during its third
+    model still has the first two models' rows in cv_models.csv."""
+    import pandas as pd
+
+    from benchmarks import cv_models
+
+    def fake(model, dataset, folds, profile, args):
+        if model == "resnet50":
+            raise KeyboardInterrupt
+        return {"model": model, "backend": "torch", "f1_macro_mean": 0.5, "error": ""}
+
+    monkeypatch.setattr(cv_models, "benchmark_model", fake)
+    out = tmp_path / "cv"
+    with pytest.raises(KeyboardInterrupt):
+        cv_models.main(["--data", str(scenes), "--profile", "smoke", "--models", "microcrystalnet,vgg16,resnet50",
+                        "--folds", "2", "--backend", "torch", "--out", str(out), "--quiet"])
+    assert list(pd.read_csv(out / "torch" / "cv_models.csv")["model"]) == ["microcrystalnet", "vgg16"]
