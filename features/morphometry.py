@@ -19,6 +19,7 @@ crystals are computed on one stack of fixed-size patches; `properties=` skips th
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from skimage.measure import find_contours, regionprops
+from skimage.measure import find_contours
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
@@ -367,16 +368,29 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
 
 
 def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
-    """The second-moment ellipse, from `regionprops` (its definitions and sign conventions)."""
-    region = regionprops(box.view(np.uint8))[0]
-    major, minor = region.axis_major_length, region.axis_minor_length
+    """The second-moment ellipse with `regionprops`' definitions and sign conventions (axes 4
+    sqrt(eigenvalue) of the inertia tensor, orientation of the major axis from the row axis), from
+    OpenCV's integer image moments at a tenth of regionprops' cost. The central moments are exact
+    integers (times the area), so the minor eigenvalue is the determinant over the major one,
+    without cancellation, and ties of the second moments are exact, not rounding noise."""
+    m = cv2.moments(box.view(np.uint8))
+    m00, m10, m01 = int(m["m00"]), int(m["m10"]), int(m["m01"])
+    cols = m00 * int(m["m20"]) - m10 * m10  # area^2 x the central moments (x: columns, y: rows)
+    rows = m00 * int(m["m02"]) - m01 * m01
+    cross = m00 * int(m["m11"]) - m10 * m01
+    major = ((cols + rows) + math.sqrt((cols - rows) ** 2 + 4 * cross * cross)) / 2
+    minor = max(0.0, (cols * rows - cross * cross) / major) if major > 0 else 0.0
+    major_length, minor_length = 4.0 * math.sqrt(major) / m00, 4.0 * math.sqrt(minor) / m00
+    # regionprops: 0.5 atan2(-2b, c - a) of the inertia tensor [[a, b], [b, c]] (a: columns, c: rows,
+    # b = -cross); where the tensor is isotropic (a square, a disc) it gives -45 deg
+    orientation = -math.pi / 4 if cols == rows and cross == 0 else 0.5 * math.atan2(2.0 * cross, rows - cols)
     return {
-        "axis_major_length_px": float(major),
-        "axis_minor_length_px": float(minor),
-        "aspect_ratio_axes": _ratio(major, minor),
-        "roundness": 4.0 * area / (np.pi * major ** 2),
-        "eccentricity": float(region.eccentricity),
-        "orientation_deg": float(np.degrees(region.orientation)),
+        "axis_major_length_px": major_length,
+        "axis_minor_length_px": minor_length,
+        "aspect_ratio_axes": _ratio(major_length, minor_length),
+        "roundness": 4.0 * area / (math.pi * major_length ** 2),
+        "eccentricity": math.sqrt(1.0 - minor / major) if major > 0 else 0.0,
+        "orientation_deg": math.degrees(orientation),
     }
 
 
