@@ -379,7 +379,7 @@ def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
     rows = m00 * int(m["m02"]) - m01 * m01
     cross = m00 * int(m["m11"]) - m10 * m01
     major = ((cols + rows) + math.sqrt((cols - rows) ** 2 + 4 * cross * cross)) / 2
-    minor = max(0.0, (cols * rows - cross * cross) / major) if major > 0 else 0.0
+    minor = min(major, max(0.0, (cols * rows - cross * cross) / major)) if major > 0 else 0.0  # rounding
     major_length, minor_length = 4.0 * math.sqrt(major) / m00, 4.0 * math.sqrt(minor) / m00
     # regionprops: 0.5 atan2(-2b, c - a) of the inertia tensor [[a, b], [b, c]] (a: columns, c: rows,
     # b = -cross); where the tensor is isotropic (a square, a disc) it gives -45 deg

@@ -11,9 +11,11 @@ patches at once (`texture_measures`), so the cost per crystal is array work, not
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+from skimage.feature import graycoprops
 from skimage.filters.edges import SOBEL_EDGE, SOBEL_SMOOTH
 
 from features import facets
@@ -117,7 +119,7 @@ def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str
     out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
     out.update(_lbp_features(stretched, interior, counts))
     levels = np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8)
-    return out, np.concatenate([glcm(patch) for patch in levels], axis=2)
+    return out, glcm(levels)
 
 
 def masked_percentiles(stack: np.ndarray, selected: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
@@ -160,12 +162,9 @@ def edge_map(stack: np.ndarray, interior: np.ndarray) -> np.ndarray:
 
 
 def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Uniform-LBP(8, 1) summaries of the interiors. One `local_binary_pattern` call per patch: tiled
-    into one image, its interpolated diagonal neighbours round differently at the larger
-    coordinates and ties flip codes (and a call costs the same per pixel)."""
+    """Uniform-LBP(8, 1) summaries of the interiors (`uniform_lbp` codes of the 8-bit patches)."""
     bins = LBP_POINTS + 2
-    codes = np.stack([local_binary_pattern(patch, LBP_POINTS, 1, "uniform")
-                      for patch in np.round(stack * 255).astype(np.uint8)]).astype(int)
+    codes = uniform_lbp(np.round(stack * 255).astype(np.uint8))
     owner = np.broadcast_to(np.arange(len(stack))[:, None, None], codes.shape)
     hist = np.bincount((owner * bins + codes)[interior], minlength=len(stack) * bins).reshape(-1, bins)
     hist = hist / counts[:, None]
@@ -175,14 +174,68 @@ def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -
             "lbp_nonuniform_fraction": hist[:, LBP_POINTS + 1]}
 
 
+def uniform_lbp(stack: np.ndarray) -> np.ndarray:
+    """`skimage.feature.local_binary_pattern(patch, 8, 1, "uniform")` of every patch of a stack
+    (n, h, w) at once, as integers: the same neighbour positions (rounded to 5 decimals), the same
+    bilinear interpolation in the same order of floating-point operations at the same in-patch
+    coordinates, zeros beyond the border, and its count of 0/1 changes (7, not wrapping around),
+    so the codes are identical; one call per patch cost as much as everything else in the texture."""
+    n, h, w = stack.shape
+    padded = np.pad(stack.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+    centre = padded[:, 1:-1, 1:-1]
+    angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
+    codes = np.zeros(stack.shape, np.uint8)
+    changes = np.zeros(stack.shape, np.uint8)
+    top, bottom = np.empty_like(centre), np.empty_like(centre)
+    previous = None
+    for dr, dc in zip(np.round(-np.sin(angles), 5), np.round(np.cos(angles), 5)):
+        r0, r1, c0, c1 = math.floor(dr), math.ceil(dr), math.floor(dc), math.ceil(dc)
+
+        def near(a: int, b: int) -> np.ndarray:  # the pixel at (a, b) from each pixel, as a shifted view
+            return padded[:, 1 + a:1 + a + h, 1 + b:1 + b + w]
+
+        if r0 == r1 and c0 == c1:  # on the grid: the interpolation returns the pixel itself
+            signed = near(r0, c0) >= centre
+        else:  # skimage's weights at the sample positions, and its order of operations
+            fr = ((np.arange(h) + dr) - np.floor(np.arange(h) + dr))[:, None]
+            fc = (np.arange(w) + dc) - np.floor(np.arange(w) + dc)
+            np.multiply(1 - fc, near(r0, c0), out=top)
+            top += fc * near(r0, c1)
+            np.multiply(1 - fc, near(r1, c0), out=bottom)
+            bottom += fc * near(r1, c1)
+            top *= 1 - fr
+            bottom *= fr
+            top += bottom
+            top -= centre
+            signed = top >= 0
+        codes += signed
+        if previous is not None:
+            changes += signed != previous
+        previous = signed
+    return np.where(changes <= 2, codes, LBP_POINTS + 1)
+
+
+GLCM_OFFSETS = ((0, 1), (1, 1), (1, 0), (1, -1))
+"""(row, column) steps of `graycomatrix` at distance 1 and angles 0, 45, 90 and 135 deg."""
+
+
 def glcm(levels: np.ndarray) -> np.ndarray:
-    """Grey-level co-occurrences inside a crystal, distance 1, 4 directions: (levels, levels, 1, 4).
+    """Symmetric grey-level co-occurrences inside each crystal of a stack (n, h, w), distance 1, the
+    4 directions of `GLCM_OFFSETS`: (levels, levels, n, 4), as `graycomatrix` gives per patch.
 
     `levels` holds 1 + the grey level inside and 0 outside; the background level is dropped, so
     the outline does not count as texture.
     """
-    return graycomatrix(levels, distances=[1], angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
-                        levels=GLCM_LEVELS + 1, symmetric=True)[1:, 1:]
+    n, h, w = levels.shape
+    size = GLCM_LEVELS + 1
+    first_index = np.arange(n, dtype=np.intp)[:, None, None] * size * size + levels.astype(np.intp) * size  # (patch, i, .)
+    out = np.empty((GLCM_LEVELS, GLCM_LEVELS, n, len(GLCM_OFFSETS)), np.uint32)
+    for k, (dr, dc) in enumerate(GLCM_OFFSETS):
+        pairs = first_index[:, :h - dr, max(0, -dc):w - max(0, dc)] + levels[:, dr:, max(0, dc):w + min(0, dc)]
+        counts = np.bincount(pairs.ravel(), minlength=n * size * size)
+        counts = counts.reshape(n, size, size)
+        out[:, :, :, k] = (counts + counts.transpose(0, 2, 1))[:, 1:, 1:].transpose(1, 2, 0)
+    return out
 
 
 def glcm_features(matrices: np.ndarray) -> dict[str, np.ndarray]:
