@@ -228,7 +228,7 @@ def _check_mask(mask: np.ndarray, i: int) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise DataError(f"crystal {i}: mask must be a 2-D array; got shape {mask.shape}")
-    return mask.astype(bool)
+    return np.ascontiguousarray(mask, dtype=bool)
 
 
 def _check_images(images, masks: list) -> list | None:
@@ -338,13 +338,14 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
              ) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
     """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its
     texture patch and mask (`texture.texture_sample`; None without an image or texture)."""
-    mask = solid_mask(mask)
-    area = cv2.countNonZero(mask.view(np.uint8))
+    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))  # the solid body lies in this box
+    solid = solid_mask(mask[top:top + height, left:left + width])
+    area = cv2.countNonZero(solid.view(np.uint8)) if width else 0
     if area < MIN_AREA_PX:
         return {"area_px": area}, None
-    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))
-    box = mask[top:top + height, left:left + width]
-    out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi)),
+    x, y, width, height = cv2.boundingRect(solid.view(np.uint8))
+    box, top, left = solid[y:y + height, x:x + width], top + y, left + x
+    out = {"area_px": area, "diameter_equivalent_px": math.sqrt(4.0 * area / math.pi),
            "extent": area / (width * height)}
     if "ellipse" in groups:
         out.update(_ellipse(box, area))
@@ -358,9 +359,11 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         return out, None
     image = np.asarray(image, dtype=np.float32)
     if "intensity" in groups:
-        out.update(texture.intensity_features(image, mask))
+        out.update(texture.intensity_features(image[top:top + height, left:left + width], box))
     if "texture" not in groups:
         return out, None
+    mask = np.zeros(mask.shape, bool)
+    mask[top:top + height, left:left + width] = box
     sampled = texture.texture_sample(image, mask)
     if sampled is None:
         out[_UNSAMPLED] = True
