@@ -37,8 +37,7 @@ def outline_polygon(contour: np.ndarray, diameter: float) -> np.ndarray:
     """
     points = contour[:-1]
     start = np.argmax(((points - points.mean(axis=0)) ** 2).sum(axis=1))
-    points = np.roll(points, -start, axis=0)
-    vertices = _douglas_peucker(np.vstack([points, points[:1]]), VERTEX_TOLERANCE * diameter)
+    vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]), VERTEX_TOLERANCE * diameter)
     while len(vertices) > 3:
         deviation = np.abs(corner_angles(vertices) - 180.0)
         if deviation.min() >= 180.0 - STRAIGHT_ANGLE_DEG:
@@ -70,8 +69,8 @@ def corner_angles(vertices: np.ndarray) -> np.ndarray:
     """Interior angle at each vertex of a simple polygon, degrees; above 180 at concave corners."""
     if len(vertices) < 3:
         return np.full(len(vertices), np.nan)
-    incoming = vertices - np.roll(vertices, 1, axis=0)
-    outgoing = np.roll(vertices, -1, axis=0) - vertices
+    closed = np.concatenate([vertices[-1:], vertices, vertices[:1]])
+    incoming, outgoing = vertices - closed[:-2], closed[2:] - vertices
     cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
     dot = (incoming * outgoing).sum(axis=1)
     turning = np.degrees(np.arctan2(cross, dot))

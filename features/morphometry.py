@@ -404,10 +404,12 @@ def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], d
     x, y = contour[:, 0], contour[:, 1]
     area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
     hull = _hull(contour[:-1])
-    edges = np.roll(hull, -1, axis=0) - hull
-    hull_perimeter = float(np.linalg.norm(edges, axis=1).sum())
-    hull_area = 0.5 * abs(np.dot(hull[:, 0], np.roll(hull[:, 1], -1)) - np.dot(np.roll(hull[:, 0], -1), hull[:, 1]))
-    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
+    following = np.concatenate([hull[1:], hull[:1]])
+    edges = following - hull
+    lengths = np.linalg.norm(edges, axis=1)
+    hull_perimeter = float(lengths.sum())
+    hull_area = 0.5 * abs(np.dot(hull[:, 0], following[:, 1]) - np.dot(following[:, 0], hull[:, 1]))
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / lengths[:, None]
     normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
@@ -460,7 +462,7 @@ def _feret(box: np.ndarray) -> dict[str, float]:
     pixels = np.concatenate(contours)[:, 0, ::-1].astype(np.float64)  # (row, col)
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
-    edges = np.roll(hull, -1, axis=0) - hull
+    edges = np.concatenate([hull[1:], hull[:1]]) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
     widths = np.ptp(hull @ normals.T, axis=0)
     k = np.argmin(widths)

@@ -82,6 +82,14 @@ def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflec
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
     kernel /= kernel.sum()
+    if border == "constant" or radius < n:  # at most one reflection on each side: dense, same sums
+        distance = np.arange(n) - at[:, None]
+        weights = np.where(np.abs(distance) <= radius, kernel[np.clip(distance + radius, 0, 2 * radius)], 0.0)
+        if border == "reflect":
+            for mirrored in (-1 - np.arange(n) - at[:, None], 2 * n - 1 - np.arange(n) - at[:, None]):
+                weights += np.where(np.abs(mirrored) <= radius, kernel[np.clip(mirrored + radius, 0, 2 * radius)], 0.0)
+            weights[(at < 0) | (at >= n)] = 0.0
+        return weights
     index = at[:, None] + offsets
     if border == "reflect":
         index = np.mod(index, 2 * n)
