@@ -400,16 +400,17 @@ def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
 def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], diameter: float) -> dict[str, float]:
     """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline."""
     contour = _contour(box, corner, shape)
-    perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
+    steps = contour[1:] - contour[:-1]
+    perimeter = float(np.sqrt((steps * steps).sum(axis=1)).sum())
     x, y = contour[:, 0], contour[:, 1]
-    area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+    area = 0.5 * abs(x[:-1] @ y[1:] - x[1:] @ y[:-1])
     hull = _hull(contour[:-1])
     following = np.concatenate([hull[1:], hull[:1]])
     edges = following - hull
-    lengths = np.linalg.norm(edges, axis=1)
+    lengths = np.sqrt((edges * edges).sum(axis=1))
     hull_perimeter = float(lengths.sum())
-    hull_area = 0.5 * abs(np.dot(hull[:, 0], following[:, 1]) - np.dot(following[:, 0], hull[:, 1]))
-    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / lengths[:, None]
+    hull_area = 0.5 * abs(hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1])
+    normals = (edges[:, ::-1] * _TO_NORMAL) / lengths[:, None]
     normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
@@ -417,11 +418,15 @@ def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], d
         "perimeter_px": perimeter,
         "convexity": hull_perimeter / perimeter,
         "solidity": area / hull_area,
-        "circularity": 4.0 * np.pi * area / perimeter ** 2,
-        "concavity_max": float(max(0.0, depth.max()) / diameter),
+        "circularity": 4.0 * math.pi * area / perimeter ** 2,
+        "concavity_max": max(0.0, float(depth.max())) / diameter,
     }
-    out.update(facets.polygon_features(facets.outline_polygon(np.vstack([sparse, sparse[:1]]), diameter)))
+    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)))
     return out
+
+
+_TO_NORMAL = np.array([1.0, -1.0])
+"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy)."""
 
 
 def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -463,15 +468,16 @@ def _feret(box: np.ndarray) -> dict[str, float]:
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.concatenate([hull[1:], hull[:1]]) - hull
-    normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
-    widths = np.ptp(hull @ normals.T, axis=0)
-    k = np.argmin(widths)
-    along = np.ptp(hull @ (edges[k] / np.linalg.norm(edges[k])))
+    normals = (edges[:, ::-1] * -_TO_NORMAL) / np.sqrt((edges * edges).sum(axis=1))[:, None]
+    projections = hull @ normals.T
+    widths = projections.max(axis=0) - projections.min(axis=0)
+    k = int(widths.argmin())
+    along = hull @ (edges[k] / math.sqrt(edges[k] @ edges[k]))
     diffs = hull[:, None, :] - hull[None, :, :]
     return {
-        "feret_max_px": float(np.sqrt((diffs ** 2).sum(axis=2).max())),
+        "feret_max_px": math.sqrt((diffs * diffs).sum(axis=2).max()),
         "feret_min_px": float(widths[k]),
-        "aspect_ratio_feret": float(along / widths[k]),
+        "aspect_ratio_feret": float((along.max() - along.min()) / widths[k]),
     }
 
 
