@@ -11,6 +11,7 @@ patches at once (`texture_measures`), so the cost per crystal is array work, not
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -59,8 +60,8 @@ def square_sample(array: np.ndarray, size: int) -> np.ndarray:
     """`array` centred on a zero-padded square, sampled at `size` x `size` nearest pixels."""
     rows, cols = square_centres(array.shape, size)
     out = np.zeros((size, size), array.dtype)
-    ok_r, ok_c = (rows >= 0) & (rows < array.shape[0]), (cols >= 0) & (cols < array.shape[1])
-    out[np.ix_(ok_r, ok_c)] = array[np.ix_(rows[ok_r], cols[ok_c])]
+    (r0, r1), (c0, c1) = np.searchsorted(rows, [0, array.shape[0]]), np.searchsorted(cols, [0, array.shape[1]])
+    out[r0:r1, c0:c1] = array.take(rows[r0:r1], axis=0).take(cols[c0:c1], axis=1)  # centres ascend
     return out
 
 
@@ -78,19 +79,21 @@ def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflec
     line of n pixels, so that `weights @ line` is the filtered line at `at`. border: "reflect"
     (scipy's default; rows for positions outside the line are zero) or "constant" (zeros beyond the
     line, positions anywhere)."""
-    radius = int(4.0 * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
-    kernel /= kernel.sum()
-    if border == "constant" or radius < n:  # at most one reflection on each side: dense, same sums
-        distance = np.arange(n) - at[:, None]
-        weights = np.where(np.abs(distance) <= radius, kernel[np.clip(distance + radius, 0, 2 * radius)], 0.0)
+    offsets, kernel = _gaussian_kernel(sigma)
+    radius = len(offsets) // 2
+    index = at[:, None] + offsets
+    if border == "constant" or radius < n:  # at most one reflection on each side: set, then add, no bincount
+        weights = np.zeros((len(at), n))
+        flat = np.arange(len(at))[:, None] * n + index
+        inside = (index >= 0) & (index < n)
+        weights.flat[flat[inside]] = np.broadcast_to(kernel, index.shape)[inside]
         if border == "reflect":
-            for mirrored in (-1 - np.arange(n) - at[:, None], 2 * n - 1 - np.arange(n) - at[:, None]):
-                weights += np.where(np.abs(mirrored) <= radius, kernel[np.clip(mirrored + radius, 0, 2 * radius)], 0.0)
+            beyond = ((at >= 0) & (at < n))[:, None] & ~inside
+            mirrored = np.where(index < 0, -1 - index, 2 * n - 1 - index)
+            for side in (beyond & (index < 0), beyond & (index >= n)):  # each (row, pixel) once per side
+                weights.flat[(flat - index + mirrored)[side]] += np.broadcast_to(kernel, index.shape)[side]
             weights[(at < 0) | (at >= n)] = 0.0
         return weights
-    index = at[:, None] + offsets
     if border == "reflect":
         index = np.mod(index, 2 * n)
         index = np.where(index >= n, 2 * n - 1 - index, index)
@@ -100,6 +103,17 @@ def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflec
     owner = np.broadcast_to(np.arange(len(at))[:, None], index.shape)
     weights = np.broadcast_to(kernel, index.shape)
     return np.bincount((owner * n + index)[keep], weights[keep], len(at) * n).reshape(len(at), n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _gaussian_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share it."""
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
+    kernel /= kernel.sum()
+    offsets.flags.writeable = kernel.flags.writeable = False
+    return offsets, kernel
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
