@@ -81,19 +81,23 @@ def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflec
     line, positions anywhere)."""
     offsets, kernel = _gaussian_kernel(sigma)
     radius = len(offsets) // 2
-    index = at[:, None] + offsets
-    if border == "constant" or radius < n:  # at most one reflection on each side: set, then add, no bincount
-        weights = np.zeros((len(at), n))
-        flat = np.arange(len(at))[:, None] * n + index
-        inside = (index >= 0) & (index < n)
-        weights.flat[flat[inside]] = np.broadcast_to(kernel, index.shape)[inside]
-        if border == "reflect":
-            beyond = ((at >= 0) & (at < n))[:, None] & ~inside
-            mirrored = np.where(index < 0, -1 - index, 2 * n - 1 - index)
-            for side in (beyond & (index < 0), beyond & (index >= n)):  # each (row, pixel) once per side
-                weights.flat[(flat - index + mirrored)[side]] += np.broadcast_to(kernel, index.shape)[side]
+    if border == "constant" or radius < n:  # at most one reflection on each side: fold the overhangs back
+        reflect = border == "reflect"
+        if reflect:  # rows of positions outside the line are zeroed below
+            centres, low, high = np.minimum(np.maximum(at, 0), n - 1), -radius, n + radius
+        else:
+            centres, low, high = at, min(0, int(at.min()) - radius), max(n, int(at.max()) + radius + 1)
+        extended = np.zeros((len(at), high - low))  # the line and its overhangs, every kernel tap inside
+        taps = np.arange(len(at))[:, None] * (high - low) + (centres - low)[:, None] + offsets
+        extended.ravel()[taps.ravel()] = np.tile(kernel, len(at))
+        weights = extended[:, -low:n - low]
+        if reflect:  # pixel -1 - k is pixel k, pixel n + k is pixel n - 1 - k
+            if radius:
+                weights[:, :radius] += extended[:, radius - 1::-1]
+                weights[:, n - radius:] += extended[:, :n + radius - 1:-1]
             weights[(at < 0) | (at >= n)] = 0.0
         return weights
+    index = at[:, None] + offsets
     if border == "reflect":
         index = np.mod(index, 2 * n)
         index = np.where(index >= n, 2 * n - 1 - index, index)
