@@ -62,9 +62,8 @@ def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
     halves = []
     for part in (closed[:split + 1], closed[split:]):
         single = part.astype(np.float32)
-        points = single.tolist()
-        kept = [points.index(point) for point in cv2.approxPolyDP(single, tolerance, False)[:, 0].tolist()]
-        halves.append(part[kept])  # the float64 points
+        kept = cv2.approxPolyDP(single, tolerance, False).view(np.uint64)  # a point's two float32s as one key
+        halves.append(part[(single.view(np.uint64) == kept[:, 0].T).argmax(axis=0)])  # the float64 points
     return np.vstack([halves[0], halves[1][1:-1]])
 
 
