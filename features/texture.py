@@ -137,9 +137,17 @@ def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str
     interior = ndi.binary_erosion(insides, facets.STACK_CONNECTIVITY)
     empty = ~interior.any(axis=(1, 2))
     interior[empty] = insides[empty]
-    lo, hi = masked_percentiles(patches, interior, (2, 98))
-    stretched = np.clip((patches - lo[:, None, None]) / np.maximum(hi - lo, MIN_CONTRAST)[:, None, None], 0.0, 1.0)
-    stretched = np.where(insides, stretched, masked_median(stretched, interior)[:, None, None])
+    values, counts = _sorted_selection(patches, interior)
+    lo, hi = _percentiles(values, counts, (2, 98))
+    scale = np.maximum(hi - lo, MIN_CONTRAST)
+
+    def stretch(x: np.ndarray) -> np.ndarray:
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return np.clip((x - lo.reshape(shape)) / scale.reshape(shape), 0.0, 1.0)
+
+    # the stretch is monotonic, so the stretched interior's median is the stretched median pixels
+    lower, upper = (stretch(np.take_along_axis(values, k[:, None], 1)[:, 0]) for k in ((counts - 1) // 2, counts // 2))
+    stretched = np.where(insides, stretch(patches), np.where(counts % 2 == 1, upper, (lower + upper) / 2)[:, None, None])
     edges = edge_map(stretched, interior)
     counts = interior.sum(axis=(1, 2))
     out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
@@ -148,9 +156,8 @@ def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str
     return out, glcm(levels)
 
 
-def masked_percentiles(stack: np.ndarray, selected: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
-    """`np.percentile(stack[i][selected[i]], q)` of every slice i at once (linear method, float64)."""
-    values, counts = _sorted_selection(stack, selected)
+def _percentiles(values: np.ndarray, counts: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
+    """`np.percentile(row[:count], q)` of every row of sorted values (linear method, float64)."""
     out = []
     for percent in q:
         virtual = percent / 100.0 * (counts - 1)
@@ -163,15 +170,8 @@ def masked_percentiles(stack: np.ndarray, selected: np.ndarray, q: tuple[float, 
     return out
 
 
-def masked_median(stack: np.ndarray, selected: np.ndarray) -> np.ndarray:
-    """`np.median(stack[i][selected[i]])` of every slice i at once."""
-    values, counts = _sorted_selection(stack, selected)
-    upper = np.take_along_axis(values, (counts // 2)[:, None], 1)[:, 0]
-    lower = np.take_along_axis(values, ((counts - 1) // 2)[:, None], 1)[:, 0]
-    return np.where(counts % 2 == 1, upper, (lower + upper) / 2)
-
-
 def _sorted_selection(stack: np.ndarray, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each slice's selected values in ascending order (then +inf), and how many there are."""
     values = np.where(selected, stack, np.inf).reshape(len(stack), -1)
     values.sort(axis=1)
     return values, selected.reshape(len(stack), -1).sum(axis=1)
