@@ -69,9 +69,22 @@ def smooth_sample(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
     """`square_sample(ndi.gaussian_filter(image, sigma), size)` without filtering the pixels that
     are not sampled: the separable filter as two small matrix products (same weights and 'reflect'
     border as scipy), so a large crop costs size x its pixels instead of a full filter pass."""
-    rows, cols = square_centres(image.shape, size)
-    along_rows, along_cols = gaussian_weights(rows, image.shape[0], sigma), gaussian_weights(cols, image.shape[1], sigma)
-    return (along_rows @ image.astype(np.float64) @ along_cols.T).astype(image.dtype)
+    out = np.zeros((size, size))
+    (rows, row_taps), (cols, col_taps) = (_reflected_taps(centres, n, sigma)
+                                          for centres, n in zip(square_centres(image.shape, size), image.shape))
+    offsets, kernel = _gaussian_kernel(sigma)
+    along_rows = np.einsum("rkw,k->rw", image[row_taps], kernel)  # only the taps of the sampled rows
+    out[np.ix_(rows, cols)] = np.einsum("rck,k->rc", along_rows[:, col_taps], kernel)
+    return out.astype(image.dtype)
+
+
+def _reflected_taps(centres: np.ndarray, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The output positions whose centre lies on the line of n pixels, and the pixels under each
+    Gaussian tap there (scipy's 'reflect' border: -1 - k is pixel k, n + k is pixel n - 1 - k)."""
+    offsets, _ = _gaussian_kernel(sigma)
+    inside = np.flatnonzero((centres >= 0) & (centres < n))
+    taps = np.mod(centres[inside, None] + offsets, 2 * n)
+    return inside, np.where(taps >= n, 2 * n - 1 - taps, taps)
 
 
 def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflect") -> np.ndarray:
