@@ -228,13 +228,13 @@ def uniform_lbp(stack: np.ndarray) -> np.ndarray:
     codes = np.zeros(stack.shape, np.uint8)
     changes = np.zeros(stack.shape, np.uint8)
     top, bottom = np.empty_like(centre), np.empty_like(centre)
+
+    def near(a: int, b: int) -> np.ndarray:  # the pixel (a, b) away from each pixel, as a shifted view
+        return padded[:, 1 + a:1 + a + h, 1 + b:1 + b + w]
+
     previous = None
     for dr, dc in zip(np.round(-np.sin(angles), 5), np.round(np.cos(angles), 5)):
         r0, r1, c0, c1 = math.floor(dr), math.ceil(dr), math.floor(dc), math.ceil(dc)
-
-        def near(a: int, b: int) -> np.ndarray:  # the pixel at (a, b) from each pixel, as a shifted view
-            return padded[:, 1 + a:1 + a + h, 1 + b:1 + b + w]
-
         if r0 == r1 and c0 == c1:  # on the grid: the interpolation returns the pixel itself
             signed = near(r0, c0) >= centre
         else:  # skimage's weights at the sample positions, and its order of operations
