@@ -460,11 +460,11 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
 def _feret(box: np.ndarray) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
-    Only the corners of the outer boundary's pixels can be hull points, and of a straight run of
-    boundary pixels only its ends' (OpenCV's simple chain), so only those corners are used.
+    Only the corners of the pixels on the convex hull of the pixel centres can be hull points (of
+    the outer boundary's simple chain, OpenCV's), so only those corners are used.
     """
     contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    pixels = np.concatenate(contours)[:, 0, ::-1].astype(np.float64)  # (row, col)
+    pixels = cv2.convexHull(np.concatenate(contours))[:, 0, ::-1].astype(np.float64)  # (row, col)
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.concatenate([hull[1:], hull[:1]]) - hull
