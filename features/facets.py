@@ -37,7 +37,7 @@ def outline_polygon(points: np.ndarray, diameter: float) -> np.ndarray:
     The outline starts at its point farthest from the centroid, a true corner of any polygon, so
     the start of the walk never adds a vertex in the middle of a side.
     """
-    start = np.argmax(((points - points.mean(axis=0)) ** 2).sum(axis=1))
+    start = np.argmax(((points - np.add.reduce(points) / len(points)) ** 2).sum(axis=1))  # from the centroid
     vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]), VERTEX_TOLERANCE * diameter)
     while len(vertices) > 3:
         deviation = np.abs(corner_angles(vertices) - 180.0)
@@ -76,7 +76,7 @@ def corner_angles(vertices: np.ndarray) -> np.ndarray:
     cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
     dot = (incoming * outgoing).sum(axis=1)
     turning = np.degrees(np.arctan2(cross, dot))
-    orientation = np.sign(turning.sum()) or 1.0
+    orientation = -1.0 if np.add.reduce(turning) < 0 else 1.0
     return 180.0 - orientation * turning
 
 

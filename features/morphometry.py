@@ -49,8 +49,9 @@ enough for a tolerance of a few percent of the diameter, and the cost no longer 
 _UNSAMPLED = "_texture_unsampled"
 """Key of a measured row whose mask vanished at the texture size (see `texture.texture_patch`)."""
 
-PARALLEL_CHUNK = 100
-"""Crystals per task sent to a worker process: large enough that pickling the crops is noise."""
+PARALLEL_CHUNK = 50
+"""Crystals per task of a worker process (and per texture stack): small enough that the last task
+leaves the other worker idle for little (the crops are inherited through fork, not pickled)."""
 
 OCCLUSION_SOLIDITY = 0.85
 OCCLUSION_CONCAVITY = 0.12
@@ -411,7 +412,7 @@ def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], d
     hull_perimeter = float(lengths.sum())
     hull_area = 0.5 * abs(hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1])
     normals = (edges[:, ::-1] * _TO_NORMAL) / lengths[:, None]
-    normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
+    normals *= -np.sign(((np.add.reduce(hull) / len(hull) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
