@@ -439,19 +439,19 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
     thin to survive it falls back to the raw outline. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
-    smoothed mask reaches are computed (`texture.gaussian_weights`, as two small matrix products).
+    smoothed mask reaches are computed, from the kernel taps there (`texture.gaussian_sample`).
     """
     step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
     sigma = max(OUTLINE_SIGMA, step / 2)
     reach = int(4.0 * sigma + 0.5) + step
-    grids, weights = [], []
+    grids, at = [], []
     for start, length, full in zip(corner, box.shape, shape):
         grid = np.arange(0, full + 2 * pad, step) - pad  # the crop's grid rows (columns), `pad` beyond it
         grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
         grids.append(grid[0])
-        weights.append(texture.gaussian_weights(grid - start, length, sigma, border="constant"))
-    smooth = (weights[0] @ box.astype(np.float64) @ weights[1].T).astype(np.float32)
+        at.append(grid - start)
+    smooth = texture.gaussian_sample(box, *at, sigma, border="constant")[2].astype(np.float32)
     contours = find_contours(smooth, 0.5)
     if contours:
         return max(contours, key=len) * step + np.array(grids, dtype=np.float64)

@@ -67,59 +67,40 @@ def square_sample(array: np.ndarray, size: int) -> np.ndarray:
 
 def smooth_sample(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
     """`square_sample(ndi.gaussian_filter(image, sigma), size)` without filtering the pixels that
-    are not sampled: the separable filter as two small matrix products (same weights and 'reflect'
-    border as scipy), so a large crop costs size x its pixels instead of a full filter pass."""
+    are not sampled (`gaussian_sample`: same weights and 'reflect' border as scipy), so a large crop
+    costs a few taps per sampled pixel instead of a full filter pass."""
     out = np.zeros((size, size))
-    (rows, row_taps), (cols, col_taps) = (_reflected_taps(centres, n, sigma)
-                                          for centres, n in zip(square_centres(image.shape, size), image.shape))
-    offsets, kernel = _gaussian_kernel(sigma)
-    along_rows = np.einsum("rkw,k->rw", image[row_taps], kernel)  # only the taps of the sampled rows
-    out[np.ix_(rows, cols)] = np.einsum("rck,k->rc", along_rows[:, col_taps], kernel)
+    rows, cols, values = gaussian_sample(image, *square_centres(image.shape, size), sigma, border="reflect")
+    out[np.ix_(rows, cols)] = values
     return out.astype(image.dtype)
 
 
-def _reflected_taps(centres: np.ndarray, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """The output positions whose centre lies on the line of n pixels, and the pixels under each
-    Gaussian tap there (scipy's 'reflect' border: -1 - k is pixel k, n + k is pixel n - 1 - k)."""
-    offsets, _ = _gaussian_kernel(sigma)
-    inside = np.flatnonzero((centres >= 0) & (centres < n))
-    taps = np.mod(centres[inside, None] + offsets, 2 * n)
-    return inside, np.where(taps >= n, 2 * n - 1 - taps, taps)
+def gaussian_sample(array: np.ndarray, at_rows: np.ndarray, at_cols: np.ndarray, sigma: float,
+                    border: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scipy's separable Gaussian filter of a 2-D array evaluated only at the grid of rows `at_rows`
+    and columns `at_cols`: (rows kept, columns kept, float64 values), from the kernel taps there
+    (`gaussian_taps`), rows first."""
+    (rows, row_taps, row_weights), (cols, col_taps, col_weights) = (
+        gaussian_taps(at, n, sigma, border) for at, n in zip((at_rows, at_cols), array.shape))
+    along_rows = np.einsum("rk,rkw->rw", row_weights, array[row_taps])
+    return rows, cols, np.einsum("ck,rck->rc", col_weights, along_rows[:, col_taps])
 
 
-def gaussian_weights(at: np.ndarray, n: int, sigma: float, border: str = "reflect") -> np.ndarray:
-    """(len(at), n) weights of scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a
-    line of n pixels, so that `weights @ line` is the filtered line at `at`. border: "reflect"
-    (scipy's default; rows for positions outside the line are zero) or "constant" (zeros beyond the
-    line, positions anywhere)."""
+def gaussian_taps(at: np.ndarray, n: int, sigma: float, border: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a line of n pixels
+    reads the line: the positions kept, the pixel under each tap, (kept, taps), and its weight, so
+    that `(weights * line[pixels]).sum(1)` is the filtered line there. border: "reflect" (scipy's
+    default, -1 - k is pixel k and n + k is pixel n - 1 - k; positions off the line are dropped) or
+    "constant" (zeros beyond the line: those taps weigh 0)."""
     offsets, kernel = _gaussian_kernel(sigma)
-    radius = len(offsets) // 2
-    if border == "constant" or radius < n:  # at most one reflection on each side: fold the overhangs back
-        reflect = border == "reflect"
-        if reflect:  # rows of positions outside the line are zeroed below
-            centres, low, high = np.minimum(np.maximum(at, 0), n - 1), -radius, n + radius
-        else:
-            centres, low, high = at, min(0, int(at.min()) - radius), max(n, int(at.max()) + radius + 1)
-        extended = np.zeros((len(at), high - low))  # the line and its overhangs, every kernel tap inside
-        taps = np.arange(len(at))[:, None] * (high - low) + (centres - low)[:, None] + offsets
-        extended.ravel()[taps.ravel()] = np.tile(kernel, len(at))
-        weights = extended[:, -low:n - low]
-        if reflect:  # pixel -1 - k is pixel k, pixel n + k is pixel n - 1 - k
-            if radius:
-                weights[:, :radius] += extended[:, radius - 1::-1]
-                weights[:, n - radius:] += extended[:, :n + radius - 1:-1]
-            weights[(at < 0) | (at >= n)] = 0.0
-        return weights
-    index = at[:, None] + offsets
     if border == "reflect":
-        index = np.mod(index, 2 * n)
-        index = np.where(index >= n, 2 * n - 1 - index, index)
-        keep = np.broadcast_to(((at >= 0) & (at < n))[:, None], index.shape)
-    else:
-        keep = (index >= 0) & (index < n)
-    owner = np.broadcast_to(np.arange(len(at))[:, None], index.shape)
-    weights = np.broadcast_to(kernel, index.shape)
-    return np.bincount((owner * n + index)[keep], weights[keep], len(at) * n).reshape(len(at), n)
+        kept = np.flatnonzero((at >= 0) & (at < n))
+        pixels = np.mod(at[kept, None] + offsets, 2 * n)
+        pixels = np.where(pixels >= n, 2 * n - 1 - pixels, pixels)
+        return kept, pixels, np.broadcast_to(kernel, pixels.shape)
+    pixels = at[:, None] + offsets
+    inside = (pixels >= 0) & (pixels < n)
+    return np.arange(len(at)), np.where(inside, pixels, 0), np.where(inside, kernel, 0.0)
 
 
 @functools.lru_cache(maxsize=4096)
