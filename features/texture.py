@@ -143,7 +143,6 @@ def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str
     lower, upper = (stretch(np.take_along_axis(values, k[:, None], 1)[:, 0]) for k in ((counts - 1) // 2, counts // 2))
     stretched = np.where(insides, stretch(patches), np.where(counts % 2 == 1, upper, (lower + upper) / 2)[:, None, None])
     edges = edge_map(stretched, interior)
-    counts = interior.sum(axis=(1, 2))
     out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
     out.update(_lbp_features(stretched, interior, counts))
     levels = np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8)
