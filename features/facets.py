@@ -9,6 +9,8 @@ internal edges, counted on a fixed-size patch).
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
@@ -29,21 +31,20 @@ STACK_CONNECTIVITY[1] = ndi.generate_binary_structure(2, 1)
 """4-connectivity within each patch of a stack of patches, none across patches."""
 
 
-def outline_polygon(contour: np.ndarray, diameter: float) -> np.ndarray:
-    """Corners of a closed (first == last point) outline, (k, 2) without the closing point.
+def outline_polygon(points: np.ndarray, diameter: float) -> np.ndarray:
+    """Corners of a closed outline given as its points without the closing one, (k, 2).
 
     The outline starts at its point farthest from the centroid, a true corner of any polygon, so
     the start of the walk never adds a vertex in the middle of a side.
     """
-    points = contour[:-1]
-    start = np.argmax(((points - points.mean(axis=0)) ** 2).sum(axis=1))
-    points = np.roll(points, -start, axis=0)
-    vertices = _douglas_peucker(np.vstack([points, points[:1]]), VERTEX_TOLERANCE * diameter)
+    start = np.argmax(((points - np.add.reduce(points) / len(points)) ** 2).sum(axis=1))  # from the centroid
+    vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]), VERTEX_TOLERANCE * diameter)
     while len(vertices) > 3:
         deviation = np.abs(corner_angles(vertices) - 180.0)
-        if deviation.min() >= 180.0 - STRAIGHT_ANGLE_DEG:
+        weakest = int(deviation.argmin())
+        if deviation[weakest] >= 180.0 - STRAIGHT_ANGLE_DEG:
             break
-        vertices = np.delete(vertices, deviation.argmin(), axis=0)
+        vertices = np.concatenate([vertices[:weakest], vertices[weakest + 1:]])
     return vertices
 
 
@@ -61,8 +62,8 @@ def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
     halves = []
     for part in (closed[:split + 1], closed[split:]):
         single = part.astype(np.float32)
-        kept = cv2.approxPolyDP(single, tolerance, False)[:, 0]
-        halves.append(part[(single[None] == kept[:, None]).all(axis=2).argmax(axis=1)])  # the float64 points
+        kept = cv2.approxPolyDP(single, tolerance, False).view(np.uint64)  # a point's two float32s as one key
+        halves.append(part[(single.view(np.uint64) == kept[:, 0].T).argmax(axis=0)])  # the float64 points
     return np.vstack([halves[0], halves[1][1:-1]])
 
 
@@ -70,24 +71,26 @@ def corner_angles(vertices: np.ndarray) -> np.ndarray:
     """Interior angle at each vertex of a simple polygon, degrees; above 180 at concave corners."""
     if len(vertices) < 3:
         return np.full(len(vertices), np.nan)
-    incoming = vertices - np.roll(vertices, 1, axis=0)
-    outgoing = np.roll(vertices, -1, axis=0) - vertices
+    closed = np.concatenate([vertices[-1:], vertices, vertices[:1]])
+    incoming, outgoing = vertices - closed[:-2], closed[2:] - vertices
     cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
     dot = (incoming * outgoing).sum(axis=1)
     turning = np.degrees(np.arctan2(cross, dot))
-    orientation = np.sign(turning.sum()) or 1.0
+    orientation = -1.0 if np.add.reduce(turning) < 0 else 1.0
     return 180.0 - orientation * turning
 
 
 def polygon_features(vertices: np.ndarray) -> dict[str, float]:
     """Vertex count and corner-angle statistics of an outline polygon."""
     angles = corner_angles(vertices)
+    mean = np.add.reduce(angles) / len(angles)  # np.mean and np.std, without their Python-level wrappers
+    spread = angles - mean
     return {
         "vertex_count": len(vertices),
-        "corner_angle_mean_deg": float(np.mean(angles)),
-        "corner_angle_std_deg": float(np.std(angles)),
-        "corner_angle_min_deg": float(np.min(angles)),
-        "corner_concave_count": int(np.sum(angles > 180.0 + (180.0 - STRAIGHT_ANGLE_DEG))),
+        "corner_angle_mean_deg": float(mean),
+        "corner_angle_std_deg": math.sqrt(np.add.reduce(spread * spread) / len(angles)),
+        "corner_angle_min_deg": float(angles.min()),
+        "corner_concave_count": int(np.count_nonzero(angles > 180.0 + (180.0 - STRAIGHT_ANGLE_DEG))),
     }
 
 

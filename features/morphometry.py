@@ -19,6 +19,7 @@ crystals are computed on one stack of fixed-size patches; `properties=` skips th
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from skimage.measure import find_contours, regionprops
+from skimage.measure import find_contours
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
@@ -48,8 +49,9 @@ enough for a tolerance of a few percent of the diameter, and the cost no longer 
 _UNSAMPLED = "_texture_unsampled"
 """Key of a measured row whose mask vanished at the texture size (see `texture.texture_patch`)."""
 
-PARALLEL_CHUNK = 100
-"""Crystals per task sent to a worker process: large enough that pickling the crops is noise."""
+PARALLEL_CHUNK = 50
+"""Crystals per task of a worker process (and per texture stack): small enough that the last task
+leaves the other worker idle for little (the crops are inherited through fork, not pickled)."""
 
 OCCLUSION_SOLIDITY = 0.85
 OCCLUSION_CONCAVITY = 0.12
@@ -227,7 +229,7 @@ def _check_mask(mask: np.ndarray, i: int) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise DataError(f"crystal {i}: mask must be a 2-D array; got shape {mask.shape}")
-    return mask.astype(bool)
+    return np.ascontiguousarray(mask, dtype=bool)
 
 
 def _check_images(images, masks: list) -> list | None:
@@ -337,13 +339,14 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
              ) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
     """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its
     texture patch and mask (`texture.texture_sample`; None without an image or texture)."""
-    mask = solid_mask(mask)
-    area = cv2.countNonZero(mask.view(np.uint8))
+    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))  # the solid body lies in this box
+    solid = solid_mask(mask[top:top + height, left:left + width])
+    area = cv2.countNonZero(solid.view(np.uint8)) if width else 0
     if area < MIN_AREA_PX:
         return {"area_px": area}, None
-    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))
-    box = mask[top:top + height, left:left + width]
-    out = {"area_px": area, "diameter_equivalent_px": float(np.sqrt(4.0 * area / np.pi)),
+    x, y, width, height = cv2.boundingRect(solid.view(np.uint8))
+    box, top, left = solid[y:y + height, x:x + width], top + y, left + x
+    out = {"area_px": area, "diameter_equivalent_px": math.sqrt(4.0 * area / math.pi),
            "extent": area / (width * height)}
     if "ellipse" in groups:
         out.update(_ellipse(box, area))
@@ -357,9 +360,11 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         return out, None
     image = np.asarray(image, dtype=np.float32)
     if "intensity" in groups:
-        out.update(texture.intensity_features(image, mask))
+        out.update(texture.intensity_features(image[top:top + height, left:left + width], box))
     if "texture" not in groups:
         return out, None
+    mask = np.zeros(mask.shape, bool)
+    mask[top:top + height, left:left + width] = box
     sampled = texture.texture_sample(image, mask)
     if sampled is None:
         out[_UNSAMPLED] = True
@@ -367,42 +372,62 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
 
 
 def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
-    """The second-moment ellipse, from `regionprops` (its definitions and sign conventions)."""
-    region = regionprops(box.view(np.uint8))[0]
-    major, minor = region.axis_major_length, region.axis_minor_length
+    """The second-moment ellipse with `regionprops`' definitions and sign conventions (axes 4
+    sqrt(eigenvalue) of the inertia tensor, orientation of the major axis from the row axis), from
+    OpenCV's integer image moments at a tenth of regionprops' cost. The central moments are exact
+    integers (times the area), so the minor eigenvalue is the determinant over the major one,
+    without cancellation, and ties of the second moments are exact, not rounding noise."""
+    m = cv2.moments(box.view(np.uint8))
+    m00, m10, m01 = int(m["m00"]), int(m["m10"]), int(m["m01"])
+    cols = m00 * int(m["m20"]) - m10 * m10  # area^2 x the central moments (x: columns, y: rows)
+    rows = m00 * int(m["m02"]) - m01 * m01
+    cross = m00 * int(m["m11"]) - m10 * m01
+    major = ((cols + rows) + math.sqrt((cols - rows) ** 2 + 4 * cross * cross)) / 2
+    minor = min(major, max(0.0, (cols * rows - cross * cross) / major)) if major > 0 else 0.0  # rounding
+    major_length, minor_length = 4.0 * math.sqrt(major) / m00, 4.0 * math.sqrt(minor) / m00
+    # regionprops: 0.5 atan2(-2b, c - a) of the inertia tensor [[a, b], [b, c]] (a: columns, c: rows,
+    # b = -cross); where the tensor is isotropic (a square, a disc) it gives -45 deg
+    orientation = -math.pi / 4 if cols == rows and cross == 0 else 0.5 * math.atan2(2.0 * cross, rows - cols)
     return {
-        "axis_major_length_px": float(major),
-        "axis_minor_length_px": float(minor),
-        "aspect_ratio_axes": _ratio(major, minor),
-        "roundness": 4.0 * area / (np.pi * major ** 2),
-        "eccentricity": float(region.eccentricity),
-        "orientation_deg": float(np.degrees(region.orientation)),
+        "axis_major_length_px": major_length,
+        "axis_minor_length_px": minor_length,
+        "aspect_ratio_axes": _ratio(major_length, minor_length),
+        "roundness": 4.0 * area / (math.pi * major_length ** 2),
+        "eccentricity": math.sqrt(1.0 - minor / major) if major > 0 else 0.0,
+        "orientation_deg": math.degrees(orientation),
     }
 
 
 def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], diameter: float) -> dict[str, float]:
     """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline."""
     contour = _contour(box, corner, shape)
-    perimeter = float(np.linalg.norm(np.diff(contour, axis=0), axis=1).sum())
+    steps = contour[1:] - contour[:-1]
+    perimeter = float(np.sqrt((steps * steps).sum(axis=1)).sum())
     x, y = contour[:, 0], contour[:, 1]
-    area = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+    area = 0.5 * abs(x[:-1] @ y[1:] - x[1:] @ y[:-1])
     hull = _hull(contour[:-1])
-    edges = np.roll(hull, -1, axis=0) - hull
-    hull_perimeter = float(np.linalg.norm(edges, axis=1).sum())
-    hull_area = 0.5 * abs(np.dot(hull[:, 0], np.roll(hull[:, 1], -1)) - np.dot(np.roll(hull[:, 0], -1), hull[:, 1]))
-    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
-    normals *= -np.sign(((hull.mean(axis=0) - hull) * normals).sum(axis=1))[:, None]  # outward
+    following = np.concatenate([hull[1:], hull[:1]])
+    edges = following - hull
+    lengths = np.sqrt((edges * edges).sum(axis=1))
+    hull_perimeter = float(lengths.sum())
+    hull_area = 0.5 * abs(hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1])
+    normals = (edges[:, ::-1] * _TO_NORMAL) / lengths[:, None]
+    normals *= -np.sign(((np.add.reduce(hull) / len(hull) - hull) * normals).sum(axis=1))[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
         "perimeter_px": perimeter,
         "convexity": hull_perimeter / perimeter,
         "solidity": area / hull_area,
-        "circularity": 4.0 * np.pi * area / perimeter ** 2,
-        "concavity_max": float(max(0.0, depth.max()) / diameter),
+        "circularity": 4.0 * math.pi * area / perimeter ** 2,
+        "concavity_max": max(0.0, float(depth.max())) / diameter,
     }
-    out.update(facets.polygon_features(facets.outline_polygon(np.vstack([sparse, sparse[:1]]), diameter)))
+    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)))
     return out
+
+
+_TO_NORMAL = np.array([1.0, -1.0])
+"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy)."""
 
 
 def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -414,19 +439,19 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
     thin to survive it falls back to the raw outline. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
-    smoothed mask reaches are computed (`texture.gaussian_weights`, as two small matrix products).
+    smoothed mask reaches are computed, from the kernel taps there (`texture.gaussian_sample`).
     """
     step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
     sigma = max(OUTLINE_SIGMA, step / 2)
     reach = int(4.0 * sigma + 0.5) + step
-    grids, weights = [], []
+    grids, at = [], []
     for start, length, full in zip(corner, box.shape, shape):
         grid = np.arange(0, full + 2 * pad, step) - pad  # the crop's grid rows (columns), `pad` beyond it
         grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
         grids.append(grid[0])
-        weights.append(texture.gaussian_weights(grid - start, length, sigma, border="constant"))
-    smooth = (weights[0] @ box.astype(np.float64) @ weights[1].T).astype(np.float32)
+        at.append(grid - start)
+    smooth = texture.gaussian_sample(box, *at, sigma, border="constant")[2].astype(np.float32)
     contours = find_contours(smooth, 0.5)
     if contours:
         return max(contours, key=len) * step + np.array(grids, dtype=np.float64)
@@ -436,23 +461,24 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
 def _feret(box: np.ndarray) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
-    Only the corners of the outer boundary's pixels can be hull points, and of a straight run of
-    boundary pixels only its ends' (OpenCV's simple chain), so only those corners are used.
+    Only the corners of the pixels on the convex hull of the pixel centres can be hull points (of
+    the outer boundary's simple chain, OpenCV's), so only those corners are used.
     """
     contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    pixels = np.concatenate(contours)[:, 0, ::-1].astype(np.float64)  # (row, col)
+    pixels = cv2.convexHull(np.concatenate(contours))[:, 0, ::-1].astype(np.float64)  # (row, col)
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
-    edges = np.roll(hull, -1, axis=0) - hull
-    normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1) / np.linalg.norm(edges, axis=1)[:, None]
-    widths = np.ptp(hull @ normals.T, axis=0)
-    k = np.argmin(widths)
-    along = np.ptp(hull @ (edges[k] / np.linalg.norm(edges[k])))
+    edges = np.concatenate([hull[1:], hull[:1]]) - hull
+    normals = (edges[:, ::-1] * -_TO_NORMAL) / np.sqrt((edges * edges).sum(axis=1))[:, None]
+    projections = hull @ normals.T
+    widths = projections.max(axis=0) - projections.min(axis=0)
+    k = int(widths.argmin())
+    along = hull @ (edges[k] / math.sqrt(edges[k] @ edges[k]))
     diffs = hull[:, None, :] - hull[None, :, :]
     return {
-        "feret_max_px": float(np.sqrt((diffs ** 2).sum(axis=2).max())),
+        "feret_max_px": math.sqrt((diffs * diffs).sum(axis=2).max()),
         "feret_min_px": float(widths[k]),
-        "aspect_ratio_feret": float(along / widths[k]),
+        "aspect_ratio_feret": float((along.max() - along.min()) / widths[k]),
     }
 
 

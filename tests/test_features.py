@@ -470,3 +470,47 @@ def test_solid_mask_fills_holes_and_keeps_the_largest_8_connected_component():
             expected = filled if n <= 1 else components == 1 + np.argmax(np.bincount(components.ravel())[1:])
             assert np.array_equal(solid_mask(mask), expected)
     assert not solid_mask(np.zeros((5, 5), bool)).any()
+
+
+def test_ellipse_columns_equal_regionprops():
+    """The moment ellipse is computed from OpenCV's moments for speed, with regionprops' meaning:
+    axes, eccentricity and orientation (sign convention, and -45 deg for isotropic masks) equal
+    scikit-image's on random blobs, lines, diagonals, squares and discs."""
+    from skimage.measure import regionprops
+
+    from mcn.data.patches import solid_mask
+
+    rng = np.random.default_rng(6)
+    masks = [solid_mask(rng.random((int(rng.integers(3, 60)), int(rng.integers(3, 60)))) < rng.uniform(0.3, 0.9))
+             for _ in range(60)]
+    masks += [regular_polygon(n, 15, 40, turn) for n in (3, 4, 6) for turn in (0, 10, 45)]
+    masks += [np.ones((7, 7), bool), disc_mask(9.5), np.ones((1, 9), bool), np.ones((9, 1), bool),
+              np.eye(8, dtype=bool), np.eye(8, dtype=bool)[::-1], np.ones((6, 20), bool)]
+    masks = [m for m in masks if m.sum() >= morphometry.MIN_AREA_PX]
+    columns = ["axis_major_length_px", "axis_minor_length_px", "eccentricity", "orientation_deg"]
+    table = morphometry_table(masks, properties=columns)
+    expected = [[r.axis_major_length, r.axis_minor_length, r.eccentricity, np.degrees(r.orientation)]
+                for r in (regionprops(solid_mask(m).astype(np.uint8))[0] for m in masks)]
+    np.testing.assert_allclose(table[columns].to_numpy(), np.array(expected), rtol=1e-9, atol=1e-6)
+
+
+def test_stacked_lbp_and_glcm_equal_scikit_image_per_patch():
+    """The texture columns' LBP codes and co-occurrences are computed on the whole stack of patches
+    at once; every code and count must equal scikit-image's per-patch result (ties included)."""
+    from skimage.feature import graycomatrix, local_binary_pattern
+
+    from features.texture import GLCM_LEVELS, glcm, uniform_lbp
+
+    rng = np.random.default_rng(7)
+    smooth = np.cumsum(np.cumsum(rng.standard_normal((6, 48, 48)), 1), 2)  # gentle gradients: many ties
+    smooth = np.round((smooth - smooth.min()) / np.ptp(smooth) * 255).astype(np.uint8)
+    for stack in (rng.integers(0, 256, (6, 48, 48)).astype(np.uint8), rng.integers(0, 3, (6, 48, 48)).astype(np.uint8),
+                  smooth, rng.integers(0, 256, (3, 7, 13)).astype(np.uint8)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.stack([local_binary_pattern(patch, 8, 1, "uniform") for patch in stack])
+        np.testing.assert_array_equal(uniform_lbp(stack), expected)
+        levels = stack % (GLCM_LEVELS + 1)
+        expected = np.concatenate([graycomatrix(patch, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
+                                                levels=GLCM_LEVELS + 1, symmetric=True)[1:, 1:] for patch in levels], 2)
+        np.testing.assert_array_equal(glcm(levels), expected)
