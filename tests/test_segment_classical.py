@@ -16,8 +16,8 @@ from mcn.segment.classical import (CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter
                                    estimate_crystal_size_px, parse_crystal_size_nm)
 from mcn.segment.databar import find_data_bar, segment_without_data_bar
 from mcn.segment.factory import make_segmenter
-from mcn.segment.metrics import (equivalent_diameters, merges_and_splits, pool_metrics, segmentation_metrics,
-                                 size_agreement)
+from mcn.segment.metrics import (equivalent_diameters, match_instances, merges_and_splits, pool_metrics,
+                                 segmentation_metrics, size_agreement)
 
 
 def with_data_bar(image: np.ndarray, rows: int = 40, seed: int = 0) -> np.ndarray:
@@ -225,6 +225,28 @@ def test_a_noisy_image_is_not_broken_into_specks():
     image, truth = touching_field((256, 256), diameter=24, noise=0.15)
     m = segmentation_metrics(ClassicalSegmenter().segment(image), truth)
     assert m["n_pred"] < 1.3 * m["n_true"] and m["precision"] > 0.7
+
+
+def test_dim_crystals_beside_shaded_bright_ones_are_kept_whole():
+    """Particles lower in the field are dimmer (AMPIS: grey 0.2 on a 0.07 matrix, the others 0.4):
+    with bright crystals of two facet greys, the lower of three Otsu classes fell inside the dim
+    crystals and cut them to specks; on a clean image the lowest of four classes keeps them."""
+    rng = np.random.default_rng(0)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.08)
+    for r, c in [(40, 40), (40, 130), (40, 215), (130, 40), (130, 130), (130, 215)]:
+        k += 1
+        disk = draw.disk((r, c), 28, shape=shape)
+        labels[disk] = k
+        grey[disk] = np.where(disk[1] < c, 0.85, 0.5)  # a lit and a shaded half
+    for r, c in [(205, 30), (215, 85), (205, 140), (215, 195), (200, 240)]:
+        k += 1
+        disk = draw.disk((r, c), 9, shape=shape)
+        labels[disk] = k
+        grey[disk] = 0.25
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    matches = match_instances(ClassicalSegmenter(min_crystal_px=10).segment(image), labels)
+    assert sorted(t for t, _, iou in matches if iou > 0.7) == list(range(1, k + 1))
 
 
 def test_merges_and_splits_are_counted():

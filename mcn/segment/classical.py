@@ -11,8 +11,10 @@ beat. Pipeline:
 2. crystals vs matrix by a global threshold; crystals are bright on a dark matrix in
    secondary-electron images (`polarity="dark"` flips that). The default is the lower of two
    multi-Otsu thresholds (three classes: matrix, shaded facets, lit facets): plain Otsu splits lit
-   from shaded facets on scenes with strong facet shading and loses whole facets. "li", "otsu" and
-   a local mean threshold (uneven charging / illumination) are the alternatives;
+   from shaded facets on scenes with strong facet shading and loses whole facets. Where the image
+   is clean enough (`DIM_SIGNIFICANCE`), the lowest of four classes is used instead, so dim crystals
+   (lower in the field, in another's shadow) are kept whole (ampis-powder F1 0.760 -> 0.783).
+   "li", "otsu" and a local mean threshold (uneven charging / illumination) are the alternatives;
 3. mask clean-up: small enclosed holes are filled (dark facets and pits inside a crystal fall below
    the threshold; large ones are matrix between crystals) and specks smaller than the smallest
    crystal removed;
@@ -76,6 +78,11 @@ about 4 noise sd below it (one in 30,000 crosses) instead of breaking into speck
 SIGNIFICANCE = 3.0
 """A crystal pixel is at least this many residual-noise sd brighter than the matrix level (about
 one matrix pixel in 700 crosses it; specks of a few such pixels are then below the minimum area)."""
+DIM_SIGNIFICANCE = 10.0
+"""Where the lowest of four Otsu classes (matrix, dim crystals, shaded and lit facets) lies at least
+this many residual-noise sd above the matrix level, it is the threshold: dim crystals (particles
+lower in the field, in another's shadow) are then kept whole, and the noise cannot roughen or join
+outlines at that level. Closer to the matrix (noisy images), the lower of three classes is used."""
 PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
@@ -329,7 +336,8 @@ class ClassicalSegmenter:
     def _mask(self, smooth: np.ndarray, noise: float, low: float, block: int) -> np.ndarray:
         """Crystal mask: the chosen threshold, but never within SIGNIFICANCE residual-noise sd of
         the matrix level (median grey below Otsu's threshold): on an image of one crystal class the
-        lower multi-Otsu threshold can fall inside the matrix's own grey range."""
+        lower multi-Otsu threshold can fall inside the matrix's own grey range. "multiotsu" takes
+        the lowest of four classes where it is DIM_SIGNIFICANCE sd clear of the matrix."""
         if self.polarity == "dark":
             smooth = smooth.max() - smooth
         if self.threshold == "otsu":
@@ -338,8 +346,12 @@ class ClassicalSegmenter:
             fg = smooth > filters.threshold_li(smooth)
         elif self.threshold == "multiotsu":
             otsu = filters.threshold_otsu(smooth)
-            floor = float(np.median(smooth[smooth <= otsu])) + SIGNIFICANCE * noise
-            fg = smooth > min(max(filters.threshold_multiotsu(smooth, classes=3)[0], floor), otsu)
+            matrix = float(np.median(smooth[smooth <= otsu]))
+            level = filters.threshold_multiotsu(smooth, classes=3)[0]
+            dim = filters.threshold_multiotsu(smooth, classes=4)[0]
+            if dim >= matrix + DIM_SIGNIFICANCE * noise:
+                level = dim
+            fg = smooth > min(max(level, matrix + SIGNIFICANCE * noise), otsu)
         else:
             size = self.block_size / block if self.block_size else 4 * low
             fg = smooth > filters.threshold_local(smooth, block_size=int(size) // 2 * 2 + 1, method="mean")
