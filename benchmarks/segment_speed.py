@@ -8,10 +8,12 @@ field and crystals as the default 1024 px / 20 nm scenes), NLM denoising again w
 one thread (`preprocess:nlm:1-thread`, the per-core budget), and SAM's automatic tiled
 segmentation. SAM timing needs no real weights (time does not depend on them): without
 `--sam-checkpoint` a ViT of `--sam-model-type` is built with random weights and its accuracy is not
-reported. Accuracy (pixel accuracy, IoU, Dice, instance precision/recall/F1 at IoU 0.5, pooled over
-images, with merges, splits and the D50 error of the equivalent diameters): the classical segmenter,
-and SAM when a checkpoint is given, on the default synthetic scenes (or `--data`) and on the real
-ampis-powder scenes when present. The classical segmenter is timed with the carbonate crystal size
+reported. Accuracy (`mcn.segment.evaluate`: pixel accuracy, IoU, Dice, instance precision/recall/F1
+at IoU 0.5, pooled over images, with merges, splits and the D10/D50/D90 of the equivalent diameters):
+the classical segmenter, and SAM when a checkpoint is given, with default settings on three sets:
+the default synthetic scenes (or `--data` alone), small touching crystals like a real TiO2 set
+(`SMALL_TOUCHING`) and the real ampis-powder scenes when present; each set's per-image report goes
+to OUT/quality/<set>_<segmenter>.csv. The classical segmenter is timed with the carbonate crystal size
 range given (`classical:carbonate`), by default (`classical:default`: the carbonate range checked
 against the image's own estimate) and with the size estimated on each image as on data without a
 pixel size (`classical:estimated`); accuracy uses the scenes' pixel size (ampis-powder records
@@ -46,6 +48,7 @@ from mcn.data.scenes import iter_scenes
 from mcn.data.synthetic import default_dataset_dir, generate
 from mcn.errors import DataError
 from mcn.segment.classical import CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter
+from mcn.segment.evaluate import evaluate
 from mcn.segment.metrics import equivalent_diameters, pool_metrics, segmentation_metrics, size_agreement
 from mcn.segment.preprocess import PAPER_STEPS, STEPS, NLMeans, snr_db
 from mcn.files import write_text
@@ -53,6 +56,12 @@ from mcn.files import write_text
 DEFAULT_FIELD_NM = 1024 * 20.0
 """Field of view of the default synthetic scenes (1024 px at 20 nm)."""
 AMPIS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ampis-powder"
+SMALL_TOUCHING = {"seed": 3, "n_images": 16, "image_size": 512, "crystals_per_image": 300,
+                  "coverage": (0.6, 0.85), "min_visible_area_nm2": 40000}
+"""The accuracy set of small touching crystals (15-40 px, in clusters, at 20 nm), like a real set of
+TiO2 particles that the project is scored on and does not have: the generator command
+`python -m mcn.data.synthetic --out DIR --seed 3 --n-images 16 --image-size 512 --crystals-per-image
+300 --coverage 0.6 0.85 --min-visible-area-nm2 40000`."""
 
 
 def _timed(fn, images: list[np.ndarray], desc: str, quiet: bool) -> tuple[float, list]:
@@ -137,27 +146,37 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
     return rows
 
 
-def accuracy_rows(args: argparse.Namespace) -> list[dict]:
-    """Pooled metrics of the classical segmenter (and SAM with a checkpoint) on scene data sets."""
-    sets = [("synthetic-default" if args.data is None else Path(args.data).name,
-             Path(args.data) if args.data else default_dataset_dir())]
+def accuracy_sets(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of each scene set the accuracy is measured on: the default synthetic scenes (or
+    `--data`), the small touching crystals (`SMALL_TOUCHING`, generated into `tmp`) and ampis-powder."""
+    if args.data:
+        sets = [(Path(args.data).name, Path(args.data))]
+    else:
+        sets = [("synthetic_default", default_dataset_dir()),
+                ("synthetic_small", generate(tmp / "small", progress=False, **SMALL_TOUCHING))]
     if args.ampis and Path(args.ampis).is_dir():
-        sets.append(("ampis-powder", Path(args.ampis)))
+        sets.append(("ampis_powder", Path(args.ampis)))
+    return sets
+
+
+def accuracy_rows(args: argparse.Namespace, tmp: Path, out: Path) -> list[dict]:
+    """Pooled quality of the classical segmenter (and SAM with a checkpoint) on each accuracy set,
+    as `mcn.segment.evaluate` measures it (data bar left out, sizes from each scene's pixel size or
+    estimated); each set's per-image report is written to OUT/quality/<set>_<segmenter>.csv."""
+    segmenters = [("classical", "classical", {})]
+    if args.sam_checkpoint and not args.no_sam:
+        segmenters.append((f"sam:{args.sam_model_type}", "sam", {
+            "checkpoint": args.sam_checkpoint, "model_type": args.sam_model_type,
+            "points_per_side": args.sam_points_per_side, "points_per_batch": args.sam_points_per_batch,
+            "device": args.device, "precision": args.sam_precision}))
     rows = []
-    for name, root in sets:
-        scenes = list(iter_scenes(root))[: args.accuracy_images]
-        segmenters = [("classical", None)]
-        if args.sam_checkpoint and not args.no_sam:
-            segmenters.append((f"sam:{args.sam_model_type}", _sam_segmenter(args)))
-        for task, segmenter in segmenters:
-            outputs, seconds = [], []
-            for scene in tqdm(scenes, desc=f"{task} on {name}", disable=args.quiet):
-                segmenter_now = segmenter or ClassicalSegmenter.for_pixel_size(scene.pixel_size_nm)
-                start = time.perf_counter()
-                outputs.append(segmenter_now.segment(scene.image))
-                seconds.append(time.perf_counter() - start)
-            rows.append(_row(task, name, scenes[0].image.shape, len(scenes), float(np.median(seconds)),
-                             _pooled(outputs, scenes)))
+    for name, root in accuracy_sets(args, tmp):
+        shape = next(iter(iter_scenes(root))).image.shape
+        for task, segmenter, kwargs in segmenters:
+            report = evaluate(root, segmenter, n_images=args.accuracy_images, progress=not args.quiet, **kwargs)
+            _write(out / "quality", f"{name}_{segmenter}.csv", report.to_csv(index=False))
+            pooled = report.iloc[-1]
+            rows.append(_row(task, name, shape, len(report) - 1, pooled["seconds"], pooled))
     return rows
 
 
@@ -210,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             rows = speed_rows(args, Path(tmp))
-        if not args.skip_accuracy:
-            rows += accuracy_rows(args)
+            if not args.skip_accuracy:
+                rows += accuracy_rows(args, Path(tmp), out)
     except (DataError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     frame = pd.DataFrame(rows)

@@ -36,7 +36,8 @@ from mcn.segment.databar import segment_without_data_bar
 from mcn.segment.factory import SEGMENTERS, make_segmenter
 from mcn.segment.metrics import equivalent_diameters, pool_metrics, segmentation_metrics, size_agreement
 
-SHOWN = ("precision", "recall", "f1", "iou", "n_true", "n_pred", "n_matched", "n_merges", "n_splits")
+SHOWN = ("precision", "recall", "f1", "iou", "dice", "pixel_accuracy", "n_true", "n_pred", "n_matched",
+         "n_merges", "n_splits")
 
 
 def evaluate(root: str | Path, segmenter: str = "classical", pixel_size_nm: float | None = None,
