@@ -10,7 +10,6 @@ for that image (so sizes in pixels follow each image's own pixel size), measures
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from features.summary import PREDICTED_CLASS, image_summary, sample_summary, sta
 from mcn.data.dataset import CrystalDataset
 from mcn.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, pixel_size_for, read_content_rows, read_image, read_labels
 from mcn.data.scenes import MASK_SUFFIXES, Scene, crop_scene, dataset_from_columns, empty_columns, read_images_csv
-from mcn.errors import DataError
+from mcn.errors import DataError, warnings_as_notes
 from mcn.segment.databar import find_data_bar
 
 CROP_MARGIN = 0.15
@@ -177,16 +176,12 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
             image = read_image(path, max_pixels=max_pixels)
             if masks_dir is None:
                 image = _without_data_bar(info, image)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
+            with warnings_as_notes(path.name, notes):
                 labels = _instances(info, image, masks_dir, segmenter_for)
         except (DataError, OSError) as exc:
             tqdm.write(f"skipped {path.name}: {exc}", file=sys.stderr)
             skipped.append((path.name, str(exc)))
             continue
-        for warning in caught:
-            tqdm.write(f"{path.name}: {warning.message}", file=sys.stderr)
-            notes.append((path.name, str(warning.message)))
         crystals = crystal_table(info, image, labels, classifier)
         tables.append(crystals)
         done.append(info)

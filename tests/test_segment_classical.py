@@ -314,3 +314,14 @@ def test_images_above_the_pixel_budget_are_refused_before_decoding(tmp_path):
         read_image(small, max_pixels=599)
     with pytest.raises(DataError, match="above the budget"):
         ClassicalSegmenter(min_crystal_px=4, max_pixels=100).segment(np.zeros((20, 30), np.float32))
+
+
+def test_evaluate_names_the_image_a_size_warning_concerns(tiny_scene_dir, tmp_path, capsys):
+    """Issue 13: a raw ScaleWarning (with its source line, no image name) came through the report."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)  # none may escape as a raw warning
+        ev.main(["--data", str(tiny_scene_dir), "--quiet"])
+    err = capsys.readouterr().err  # the fifth tiny scene's crystals (44 px at 20 nm) do not fit 25-500 px
+    assert "sample04_img004: typical crystal" in err and "ScaleWarning" not in err

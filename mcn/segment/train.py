@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from mcn import cli
 from mcn.data.io import read_content_rows
 from mcn.data.scenes import Scene, iter_scenes
-from mcn.errors import DataError
+from mcn.errors import DataError, warnings_as_notes
 from mcn.files import write_text
 from mcn.segment.classical import ClassicalSegmenter
 from mcn.segment.databar import find_data_bar
@@ -70,11 +69,8 @@ def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[
     """Pooled metrics of `segment(scene) -> labels` over scenes; a warning is one line naming the image."""
     metrics = []
     for s in tqdm(scenes, desc=desc, unit="image", disable=quiet):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
+        with warnings_as_notes(f"{desc} on {s.image_id}"):
             metrics.append(segmentation_metrics(segment(s), s.labels))
-        for warning in caught:
-            tqdm.write(f"{desc} on {s.image_id}: {warning.message}", file=sys.stderr)
     return pool_metrics(metrics)
 
 
