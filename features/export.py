@@ -25,6 +25,13 @@ images.csv) is its own sample, named by its image id (the file stem). `images.cs
 sample_id, pixel_size_nm, as in the scene format) is looked for in `--images DIR`, then in its
 parent (where the scene format keeps it, beside `images/`).
 
+Before segmenting, the instrument's data bar is cropped off each image (`mcn.segment.databar`:
+the vendor metadata's micrograph height, else a flat band with text at the bottom); the rows cropped
+are the `data_bar_rows` column of `<stem>_images.csv`. A segmenter's warning about an image (its
+crystals do not fit the default size range) is printed as one line naming the image and listed under
+`notes` in `<stem>_summary.json`. The closing lines say where the pixel sizes came from, how many
+data bars were cropped and which images were skipped or noted.
+
 With `--preprocess` the segmenter sees the image after the paper's chain (`Preprocessor()`); the
 morphometry's intensity columns and the classifier's crops use the image as read, as training did.
 An image that cannot be read, is above the pixel budget (`--max-pixels`), has no matching mask, is
@@ -46,7 +53,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from features.outputs import TABLE_SUFFIXES, output_paths, write_outputs
-from features.pipeline import SegmenterFor, export
+from features.pipeline import ExportResult, SegmenterFor, export
 from mcn import cli
 from mcn.data.io import MAX_IMAGE_PIXELS
 from mcn.errors import DataError
@@ -153,11 +160,27 @@ def _run(args: argparse.Namespace) -> None:
         write_outputs(result, paths, overlays)
     finally:
         shutil.rmtree(overlays, ignore_errors=True)
-    print(f"exported {len(result.crystals)} crystals from {len(result.images)} image(s) of {len(result.samples)} "
-          f"sample(s) to {args.out}; {len(result.skipped)} image(s) skipped"
-          + (f" ({', '.join(name for name, _ in result.skipped)}), reasons in {paths['summary'].name}"
-             if result.skipped else ""))
+    print(run_summary(result, args.out, paths["summary"].name))
 
+
+def run_summary(result: ExportResult, out: Path, summary_name: str) -> str:
+    """The closing lines: counts, where each image's pixel size came from, data bars cropped, and
+    the images skipped or noted (details in the run summary file)."""
+    images = result.images
+    sources = images["pixel_size_source"].value_counts()
+    bars = images[images["data_bar_rows"] > 0]
+    lines = [f"exported {len(result.crystals)} crystals from {len(images)} image(s) of {len(result.samples)} "
+             f"sample(s) to {out}; {len(result.skipped)} image(s) skipped"
+             + (f" ({', '.join(name for name, _ in result.skipped)})" if result.skipped else ""),
+             "pixel size: " + ", ".join(f"{n} image(s) from {src}" for src, n in sources.items())
+             + ("" if "unknown" not in sources else " (unknown: sizes in nm are NaN; give --pixel-size-nm)"),
+             f"data bar cropped from {len(bars)} image(s)"
+             + (f" ({int(bars['data_bar_rows'].min())}-{int(bars['data_bar_rows'].max())} rows)" if len(bars) else "")]
+    if result.notes:
+        lines.append(f"{len(result.notes)} note(s) on {len({n for n, _ in result.notes})} image(s)")
+    if result.skipped or result.notes:
+        lines[-1] += f"; reasons in {summary_name}"
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

@@ -25,9 +25,10 @@ from features.overlay import save_overlay
 from features.rocktype import RockTyper, check_rock_types
 from features.summary import PREDICTED_CLASS, image_summary, sample_summary, statistic_columns
 from mcn.data.dataset import CrystalDataset
-from mcn.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, pixel_size_for, read_image, read_labels
+from mcn.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, pixel_size_for, read_content_rows, read_image, read_labels
 from mcn.data.scenes import MASK_SUFFIXES, Scene, crop_scene, dataset_from_columns, empty_columns, read_images_csv
-from mcn.errors import DataError
+from mcn.errors import DataError, warnings_as_notes
+from mcn.segment.databar import find_data_bar
 
 CROP_MARGIN = 0.15
 """Margin of the classifier's crops around each crystal: `mcn.data.scenes.load_scenes`' default,
@@ -57,6 +58,8 @@ class ImageInfo:
     sample_id: str
     pixel_size_nm: float
     pixel_size_source: str
+    data_bar_rows: int = 0
+    """Rows of the instrument's data bar cropped off the bottom before segmenting (0: none found)."""
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ExportResult:
     images: pd.DataFrame
     samples: pd.DataFrame
     skipped: list[tuple[str, str]]
+    notes: list[tuple[str, str]] = field(default_factory=list)
     rock_typer: RockTyper | None = None
     settings: dict = field(default_factory=dict)
 
@@ -74,7 +78,8 @@ class ExportResult:
         """The run summary written beside the table: counts, settings and every skipped file with why."""
         return {"n_images": len(self.images), "n_samples": len(self.samples), "n_crystals": len(self.crystals),
                 "n_skipped": len(self.skipped), **self.settings,
-                "skipped": [{"file": name, "reason": reason} for name, reason in self.skipped]}
+                "skipped": [{"file": name, "reason": reason} for name, reason in self.skipped],
+                "notes": [{"file": name, "note": note} for name, note in self.notes]}
 
 
 def list_images(images_dir: Path) -> list[Path]:
@@ -150,8 +155,12 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
     Crystals come from `masks_dir` when given, else from `segmenter_for(pixel_size_nm)` built per
     image. An image is skipped (with its reason in `ExportResult.skipped`) when it cannot be read,
     is above `max_pixels`, has no mask, is blank (one grey value: nothing to segment) or its
-    segmentation fails; the export stops only when no image is left. Overlays are written into
-    `overlay_dir` as images are processed (None: no overlays).
+    segmentation fails; the export stops only when no image is left. Before segmenting, the
+    instrument's data bar (`mcn.segment.databar`) is cropped off: its text is not crystals, and a
+    crystal cut by it is flagged as touching the border. What a segmenter warns about an image (e.g.
+    its size range did not fit) is printed as one line naming the image and kept in
+    `ExportResult.notes`. Overlays are written into `overlay_dir` as images are processed (None: no
+    overlays).
     """
     if masks_dir is None and segmenter_for is None:
         raise ValueError("export needs `masks_dir` or `segmenter_for`")
@@ -160,12 +169,15 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
     if rock_types is not None:
         check_rock_types(rock_types, len({sample_of(p, table) for p in paths}))
     class_names = classifier.class_names if classifier else ()
-    tables, done, skipped = [], [], []
+    tables, done, skipped, notes = [], [], [], []
     for path in tqdm(paths, desc="export", unit="image", disable=quiet):
         try:
             info = describe_image(path, table, pixel_size_nm)
             image = read_image(path, max_pixels=max_pixels)
-            labels = _instances(info, image, masks_dir, segmenter_for)
+            if masks_dir is None:
+                image = _without_data_bar(info, image)
+            with warnings_as_notes(path.name, notes):
+                labels = _instances(info, image, masks_dir, segmenter_for)
         except (DataError, OSError) as exc:
             tqdm.write(f"skipped {path.name}: {exc}", file=sys.stderr)
             skipped.append((path.name, str(exc)))
@@ -182,11 +194,21 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
     crystals = pd.concat(tables, ignore_index=True)
     images = pd.DataFrame([vars(i) for i in done]).drop(columns="path")
     result = ExportResult(crystals, image_summary(crystals, images, class_names),
-                          sample_summary(crystals, images, class_names), skipped)
+                          sample_summary(crystals, images, class_names), skipped, notes)
     if rock_types is not None:
         result.rock_typer = RockTyper(rock_types).fit(result.samples[statistic_columns(class_names)],
                                                       sample_ids=result.samples["sample_id"])
     return result
+
+
+def _without_data_bar(info: ImageInfo, image: np.ndarray) -> np.ndarray:
+    """The micrograph above the data bar (from the vendor metadata, else the image); records the
+    rows cropped in `info`."""
+    bar_row = find_data_bar(image, read_content_rows(info.path))
+    if bar_row is None:
+        return image
+    info.data_bar_rows = image.shape[0] - bar_row
+    return image[:bar_row]
 
 
 def _instances(info: ImageInfo, image: np.ndarray, masks_dir: Path | None,

@@ -25,7 +25,7 @@ PREDICTED_CLASS = "predicted_class"
 
 COUNT_COLUMNS = ("n_crystals", "n_measured")
 
-IMAGE_COLUMNS = ("image_id", "sample_id", "pixel_size_nm", "pixel_size_source")
+IMAGE_COLUMNS = ("image_id", "sample_id", "pixel_size_nm", "pixel_size_source", "data_bar_rows")
 """The table of processed images both summaries take, so an image with no crystal still counts."""
 
 

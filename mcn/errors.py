@@ -1,6 +1,9 @@
 """Errors the suite raises for bad user input, so command-line tools can print one clear line;
-and the one way a command ends on Ctrl-C."""
+the one way a command ends on Ctrl-C; and warnings turned into one line naming what they concern."""
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 
@@ -18,3 +21,21 @@ def exit_interrupted(saved: str) -> NoReturn:
 
     print(f"\ninterrupted: {saved}", file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+@contextmanager
+def warnings_as_notes(name: str, notes: list[tuple[str, str]] | None = None) -> Iterator[None]:
+    """Each warning raised inside becomes one line `name: message` on stderr (through tqdm, so a
+    progress bar stays whole) and, with `notes`, a (name, message) entry: a raw Python warning
+    names neither the image nor anything a user can act on, and repeats its source line."""
+    import sys
+
+    from tqdm import tqdm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    for warning in caught:
+        tqdm.write(f"{name}: {warning.message}", file=sys.stderr)
+        if notes is not None:
+            notes.append((name, str(warning.message)))

@@ -4,6 +4,7 @@ metadata, summaries, rock types, overlays, and the CLI's refusals."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from features.export import main
 from features.pipeline import export
 from mcn.data.io import read_image, read_labels, write_image
+from mcn.segment.classical import ScaleWarning
 
 SIZE_TOLERANCE = 0.01
 """Relative tolerance of exported sizes against the generator's ground truth for fully visible,
@@ -260,3 +262,58 @@ def test_a_blank_image_is_skipped_counted_and_listed_in_the_summary_file(tmp_pat
     assert summary["n_images"] == 2 and summary["n_crystals"] == len(crystals)
     assert [s["file"] for s in summary["skipped"]] == ["blank.png"]
     assert "blank" in summary["skipped"][0]["reason"]
+
+
+def _zeiss_with_data_bar(path: Path, store_rows: int | None, bar_rows: int = 40) -> None:
+    """Two discs under a Zeiss-like data bar (black band, white text and scale bar), 20 nm pixels in
+    CZ_SEM; with `store_rows`, the metadata records the micrograph's height (bar appended below)."""
+    from PIL import ImageDraw, ImageFont
+
+    pixels, _ = _disc_scene(n=160, scale=1.0)
+    noise = np.random.default_rng(0).normal(0, 8, pixels.shape)  # a micrograph's rows are never flat
+    pixels = np.clip(pixels + noise, 0, 255).astype(np.uint8)
+    canvas = Image.fromarray(np.vstack([pixels, np.zeros((bar_rows, 160), np.uint8)]))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    draw.text((4, 162), "EHT 5 kV", fill=255, font=font)
+    draw.text((4, 180), "50 KX", fill=255, font=font)
+    draw.rectangle([110, 190, 150, 193], fill=255)
+    store = f"DP_IMAGE_STORE\r\nStore resolution = 160 * {store_rows}\r\n" if store_rows else ""
+    text = ("0\r\n0\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 20 nm\r\n" + store + "END\r\n").encode("cp1252")
+    tifffile.imwrite(path, np.asarray(canvas), extratags=[(34118, "B", len(text), text, True)])
+
+
+def test_the_data_bar_is_cropped_before_segmenting_and_reported(tmp_path, capsys):
+    """Issue 13: the export segmented the instrument's data bar, its text became ~50 'crystals' per
+    Zeiss image; the bar is now found (vendor metadata, else the image), cropped and reported."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _zeiss_with_data_bar(images / "in_frame.tif", store_rows=None)  # found from the image
+    _zeiss_with_data_bar(images / "appended.tif", store_rows=160)  # found from the metadata
+    out = tmp_path / "c.csv"
+    main(["--images", str(images), "--out", str(out), "--quiet"])
+    crystals = pd.read_csv(out)
+    assert (crystals["centroid_y_px"] < 160).all()
+    assert crystals.groupby("image_id").size().to_dict() == {"appended": 2, "in_frame": 2}
+    summary = pd.read_csv(tmp_path / "c_images.csv").set_index("image_id")
+    assert summary["data_bar_rows"].to_dict() == {"appended": 40, "in_frame": 40}
+    assert (summary["pixel_size_source"] == "zeiss").all()
+    printed = capsys.readouterr().out
+    assert "data bar cropped from 2 image(s) (40-40 rows)" in printed and "2 image(s) from zeiss" in printed
+
+
+def test_segmenter_warnings_name_the_image_and_are_kept_in_the_summary(tmp_path, capsys):
+    """Issue 13: the size-range warning came out as a raw Python warning (the source line, no image
+    name) through the progress bar; it is now one line naming the image, kept in the run summary."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _zeiss_with_data_bar(images / "z.tif", store_rows=160)  # 24-32 px discs at 20 nm: below 2 x 25 px
+    out = tmp_path / "c.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)  # none may escape the export
+        main(["--images", str(images), "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert "z.tif: typical crystal" in captured.err and "ScaleWarning" not in captured.err
+    notes = json.loads((tmp_path / "c_summary.json").read_text())["notes"]
+    assert [n["file"] for n in notes] == ["z.tif"] and "default size range" in notes[0]["note"]
+    assert "1 note(s) on 1 image(s); reasons in c_summary.json" in captured.out

@@ -104,3 +104,33 @@ def test_train_command_never_replaces_a_file_it_did_not_write(tiny_scene_dir, tm
     with pytest.raises(SystemExit, match="--segmenter-model"):
         export_main(["--images", str(tiny_scene_dir / "images"), "--out", str(tmp_path / "c.csv"),
                      "--segmenter", "learned"])
+
+
+def test_train_fits_and_scores_the_micrograph_above_the_data_bar(tiny_scene_dir, tmp_path, capsys):
+    """Issue 13: training and its before/after scores used the whole image, data bar included (its
+    text scored as crystals of both segmenters), and the classical size warning came out raw."""
+    import shutil
+    import warnings
+
+    from mcn.data.io import write_image
+    from mcn.segment.classical import ScaleWarning
+
+    root = tmp_path / "bars"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    shutil.copy(tiny_scene_dir / "images.csv", root / "images.csv")
+    for scene in list(iter_scenes(tiny_scene_dir))[:3]:
+        bar = np.zeros((40, scene.image.shape[1]), np.float32)  # black band, text-like marks, scale bar
+        for col in range(10, scene.image.shape[1] // 2, 12):
+            bar[10:22, col:col + 7] = 1.0
+        bar[30:33, -120:-20] = 1.0
+        write_image(root / "images" / f"{scene.image_id}.tif", np.vstack([scene.image, bar]), scene.pixel_size_nm)
+        write_image(root / "masks" / f"{scene.image_id}.tif",
+                    np.vstack([scene.labels, np.zeros((40, scene.labels.shape[1]), scene.labels.dtype)]))
+    model = tmp_path / "seg.skops"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)  # none may escape as a raw warning
+        train_main(["--data", str(root), "--out", str(model), "--train-images", "2", "--max-iter", "40", "--quiet"])
+    report = json.loads(model.with_name("seg.skops.json").read_text())
+    assert set(report["data_bar_rows"].values()) == {40}
+    assert report["classical"]["precision"] > 0.5 and report["learned"]["precision"] > 0.5

@@ -18,13 +18,24 @@ beat. Pipeline:
 3. mask clean-up: small enclosed holes are filled (dark facets and pits inside a crystal fall below
    the threshold; large ones are matrix between crystals) and specks smaller than the smallest
    crystal removed;
-4. touching crystals are split by a watershed seeded by the h-maxima of a compressed distance
-   transform, log(1 + d / c) with c = `neck_scale` x the smallest crystal: two touching crystals
+4. touching crystals are split by a watershed seeded at crystal centres, from two cues, because
+   each alone fails on one kind of touching crystal: (a) the peaks of the distance transform
+   (lightly smoothed, `SEED_SMOOTHING`) that are its highest within `seed_spacing` smallest-crystal
+   diameters: two touching crystals of the smallest size have centres about one diameter apart,
+   so every crystal gets a seed even where the neck between two is shallow (overlapping convex
+   particles), and the extra maxima that a noisy outline makes inside one crystal are dropped;
+   (b) the h-maxima of a compressed distance transform,
+   log(1 + d / c) with c = `neck_scale` x the smallest crystal: two touching crystals
    get two seeds when the neck between them is narrower than 1 - `split_ratio` of the smaller
    crystal's width (for crystals much larger than c, a scale-free rule, so one setting splits 1 um
    and 10 um crystals alike; for crystals near the smallest size, the neck must be narrower by a
-   few pixels, so noise on the outline does not split them). The plateau along an elongated
-   crystal stays one seed. Seeds are found on a coarser grid (the distance transform's block
+   few pixels, so noise on the outline does not split them); this keeps a small crystal beside a
+   large one, whose window in (a) holds the large one's deeper interior. Of the union, a seed that
+   lies inside the largest inscribed disc of a deeper seed is dropped (another crystal's centre
+   cannot lie inside a crystal), and so is a second seed on one top of the distance map (pixels
+   within `SEED_DEPTH_PX` of a maximum, as along the flat ridge of an elongated crystal): on
+   15-40 px touching particles F1 0.63 -> 0.67, synthetic default 0.79 -> 0.83, ampis-powder
+   unchanged (0.76). The h-maxima are found on a coarser grid (the distance transform's block
    maxima, a few blocks across the smallest crystal), which is what keeps this fast. Before seeding,
    the mask is cut where the intensity gradient inside it is at least `edge_cut` times the median
    gradient on the mask's outline: a step as strong as a crystal's own outline, inside the mask, is
@@ -53,7 +64,8 @@ import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import filters, morphology, segmentation
+from scipy.spatial import cKDTree
+from skimage import feature, filters, morphology, segmentation
 
 from mcn.data.io import MAX_IMAGE_PIXELS, check_image_size
 from mcn.errors import DataError
@@ -87,6 +99,14 @@ PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
 the crystals lie below half the typical size."""
+SEED_SMOOTHING = 0.5
+"""Gaussian sigma (px) on the distance transform before its peaks are taken as seeds: enough to
+join the twin maxima a one-pixel step of the outline makes, too little to move a crystal's centre."""
+SEED_DEPTH_PX = 0.25
+"""Seeds on one top of the distance map (connected pixels within this of its maximum) are one seed:
+the ridge along an elongated crystal is flat, while two overlapping convex crystals, however
+shallow the neck between them, dip by more (by 13% of their radius where their centres are one
+radius apart)."""
 MIN_ESTIMATE_PX = 4.0
 """Smallest crystal diameter an estimate may give: below this, an outline is noise."""
 
@@ -229,6 +249,8 @@ class ClassicalSegmenter:
         1 - split_ratio of the smaller one's width (module doc, step 4); higher splits less.
     neck_scale: below this many smallest-crystal diameters the split rule turns from relative to
         absolute (module doc, step 4).
+    seed_spacing: a distance-transform peak that is the highest within this many smallest-crystal
+        diameters is a seed (module doc, step 4); higher splits less.
     max_hole_px: enclosed dark patches up to this many pixels are filled; None means 8x the
         minimum crystal area.
     edge_cut: seeds are found on the mask cut along gradients this strong relative to the outline's
@@ -243,7 +265,8 @@ class ClassicalSegmenter:
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
                  size_prior: bool = False, edge_cut: float | None = 1.0, threshold: str = "multiotsu", polarity: str = "bright",
-                 split_ratio: float = 0.1, neck_scale: float = 1.0, smoothing: float | None = None, block_size: int | None = None,
+                 split_ratio: float = 0.1, neck_scale: float = 1.0,
+                 seed_spacing: float = 1.25, smoothing: float | None = None, block_size: int | None = None,
                  max_hole_px: int | None = None, edge_weight: float = 5.0, work_min_px: float | None = 12.0,
                  preprocessor=None, max_pixels: int | None = MAX_IMAGE_PIXELS):
         self.min_crystal_px = min_crystal_px
@@ -254,6 +277,7 @@ class ClassicalSegmenter:
         self.polarity = polarity
         self.split_ratio = split_ratio
         self.neck_scale = neck_scale
+        self.seed_spacing = seed_spacing
         self.smoothing = smoothing
         self.block_size = block_size
         self.max_hole_px = max_hole_px
@@ -283,6 +307,8 @@ class ClassicalSegmenter:
             raise ValueError(f"min_crystal_px must be > 0; got {self.min_crystal_px}")
         if not 0 < self.split_ratio < 1:
             raise ValueError(f"split_ratio must be in (0, 1); got {self.split_ratio}")
+        if not self.seed_spacing > 0:
+            raise ValueError(f"seed_spacing must be > 0; got {self.seed_spacing}")
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"segment expects a 2-D grey image; got shape {image.shape}")
@@ -367,14 +393,36 @@ class ClassicalSegmenter:
         return _upsample(self._mask(*self._smooth(work, low, block), low, block), block, shape)
 
     def _seeds(self, dist: np.ndarray, low: float) -> np.ndarray:
-        """Labelled watershed seeds: h-maxima of log(1 + d / c) on a grid of blocks ~1/4 of the
-        smallest crystal, returned at the distance map's resolution."""
+        """Labelled watershed seeds (module doc, step 4): distance-transform peaks highest within
+        `seed_spacing` x the smallest crystal, and h-maxima of log(1 + d / c) on a grid of blocks
+        ~1/4 of the smallest crystal; a seed inside the largest inscribed disc of a deeper one, or
+        on the same top, is dropped."""
+        relief = filters.gaussian(dist, sigma=SEED_SMOOTHING)
+        peaks = feature.peak_local_max(relief, min_distance=max(1, round(self.seed_spacing * low)),
+                                       threshold_abs=1.0, exclude_border=False)
+        tops = ndi.label(morphology.h_maxima(relief, SEED_DEPTH_PX), structure=np.ones((3, 3)))[0]
+        top = tops[peaks[:, 0], peaks[:, 1]]
+        peaks = peaks[np.unique(top, return_index=True)[1]][np.unique(top) > 0]  # one per plateau
         grid = max(1, int(low // 4))
         coarse = _block_reduce(dist, grid, np.max)
-        relief = np.log1p(coarse / (self.neck_scale * low))
-        peaks = morphology.h_maxima(relief, -math.log1p(-self.split_ratio))
-        seeds, _ = ndi.label(peaks, structure=np.ones((3, 3)))
-        return _upsample(seeds, grid, dist.shape) * (dist > 0)
+        necks, n = ndi.label(morphology.h_maxima(np.log1p(coarse / (self.neck_scale * low)),
+                                                 -math.log1p(-self.split_ratio)), structure=np.ones((3, 3)))
+        necks = _upsample(necks, grid, dist.shape) * (dist > 0)
+        at = np.array(ndi.maximum_position(dist, necks, np.arange(1, n + 1)), int).reshape(-1, 2)
+        points = np.concatenate([peaks, at])
+        depth = dist[points[:, 0], points[:, 1]]
+        order = np.argsort(-depth, kind="stable")
+        points, depth = points[order], depth[order]
+        top = tops[points[:, 0], points[:, 1]]
+        keep = np.ones(len(points), bool)
+        for i, near in enumerate(cKDTree(points).query_ball_point(points, depth)):
+            if keep[i]:
+                keep[[j for j in near if j > i]] = False
+                if top[i]:  # one seed per top of the distance map (the ridge of an elongated crystal)
+                    keep[i + 1:][top[i + 1:] == top[i]] = False
+        seeds = np.zeros(dist.shape, np.int32)
+        seeds[points[keep, 0], points[keep, 1]] = np.arange(1, keep.sum() + 1)
+        return seeds
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """uint16 instance labels (0 = matrix) of a 2-D grey image in [0, 1]."""

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mcn import cli
 from mcn.data.io import read_content_rows
 from mcn.data.scenes import iter_scenes
-from mcn.errors import DataError
+from mcn.errors import DataError, warnings_as_notes
 from mcn.files import atomic_path
 from mcn.segment.classical import parse_crystal_size_nm
 from mcn.segment.databar import segment_without_data_bar
@@ -56,7 +56,8 @@ def evaluate(root: str | Path, segmenter: str = "classical", pixel_size_nm: floa
             models[key] = make_segmenter(segmenter, pixel_size_nm=scene.pixel_size_nm, **segmenter_kwargs)
         model = models[key]
         start = time.perf_counter()
-        labels, bar_row = segment_without_data_bar(model.segment, scene.image, read_content_rows(scene.path))
+        with warnings_as_notes(scene.image_id):
+            labels, bar_row = segment_without_data_bar(model.segment, scene.image, read_content_rows(scene.path))
         seconds = time.perf_counter() - start
         truth = scene.labels if bar_row is None else scene.labels[:bar_row]
         metrics = segmentation_metrics(labels[: truth.shape[0]], truth)

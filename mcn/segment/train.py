@@ -6,7 +6,10 @@ training images, saved to `--out` (a skops file: `features.export --segmenter le
 --segmenter-model FILE` reads it), and both the classical segmenter (built per image from its
 pixel size, as `features.export` does) and the learned one are scored on the held-out images:
 instance precision / recall / F1 at IoU 0.5 and pixel IoU (`mcn.segment.metrics`). The scores go to
-stdout and, with the split, to `<out>.json`.
+stdout and, with the split, to `<out>.json`. Fitting and scoring use each image's micrograph above
+the instrument's data bar (`mcn.segment.databar`, as `features.export` and `mcn.segment.evaluate`
+do): the bar's text is neither matrix to learn nor crystals to score; the rows cropped per image go
+into the report. A segmenter's warning about an image is one line naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +26,12 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from mcn import cli
+from mcn.data.io import read_content_rows
 from mcn.data.scenes import Scene, iter_scenes
-from mcn.errors import DataError
+from mcn.errors import DataError, warnings_as_notes
 from mcn.files import write_text
 from mcn.segment.classical import ClassicalSegmenter
+from mcn.segment.databar import find_data_bar
 from mcn.segment.learned import LearnedSegmenter
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
 
@@ -50,10 +56,22 @@ def split_images(n: int, val_fraction: float | None, train_images: int | None, s
     return sorted(train.tolist()), sorted(test.tolist())
 
 
+def without_data_bar(scene: Scene) -> tuple[Scene, int]:
+    """The scene cropped to its micrograph above the data bar (metadata, else the image), and the
+    number of rows cropped (0: no bar)."""
+    bar_row = find_data_bar(scene.image, read_content_rows(scene.path))
+    if bar_row is None:
+        return scene, 0
+    return replace(scene, image=scene.image[:bar_row], labels=scene.labels[:bar_row]), scene.image.shape[0] - bar_row
+
+
 def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[str, float]:
-    """Pooled metrics of `segment(image) -> labels` over scenes."""
-    return pool_metrics([segmentation_metrics(segment(s), s.labels)
-                         for s in tqdm(scenes, desc=desc, unit="image", disable=quiet)])
+    """Pooled metrics of `segment(scene) -> labels` over scenes; a warning is one line naming the image."""
+    metrics = []
+    for s in tqdm(scenes, desc=desc, unit="image", disable=quiet):
+        with warnings_as_notes(f"{desc} on {s.image_id}"):
+            metrics.append(segmentation_metrics(segment(s), s.labels))
+    return pool_metrics(metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +130,9 @@ def run(args: argparse.Namespace) -> dict:
             raise DataError(f"{args.out}: not replaced, it is not a model this command wrote ({exc})") from exc
     if not (args.data / "images").is_dir():
         raise DataError(f"{args.data}: not a scene data set (expected images/ and masks/)")
-    scenes = list(tqdm(iter_scenes(args.data), desc="reading scenes", unit="image", disable=args.quiet))
+    read = [without_data_bar(s) for s in tqdm(iter_scenes(args.data), desc="reading scenes", unit="image",
+                                              disable=args.quiet)]
+    scenes, bars = [s for s, _ in read], {s.image_id: rows for s, rows in read}
     train_idx, held_idx = split_images(len(scenes), args.val_fraction, args.train_images, args.seed)
     train, held = [scenes[i] for i in train_idx], [scenes[i] for i in held_idx]
     with threadpool_limits(args.jobs):
@@ -125,6 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {"data": str(args.data), "model": str(args.out), "seed": args.seed,
               "params": segmenter.get_params(),
               "train_images": [s.image_id for s in train], "heldout_images": [s.image_id for s in held],
+              "data_bar_rows": bars,
               "classical": classical, "learned": learned}
     write_text(record, json.dumps(report, indent=2))
     return report
