@@ -35,11 +35,16 @@ def closed_contours(grids: list[np.ndarray], level: float) -> list[np.ndarray | 
     width = max(g.shape[1] for g in grids) + 1
     starts = np.concatenate([[0], np.cumsum(heights + 1)])  # one zero row after each grid
     mosaic = np.zeros((starts[-1], width))
-    usable = np.ones(n, bool)
+    last_col = np.zeros(starts[-1], np.intp)  # each mosaic row's grid's last column
     for k, grid in enumerate(grids):
         mosaic[starts[k]:starts[k] + grid.shape[0], :grid.shape[1]] = grid
-        usable[k] = not ((grid == level).any() or (grid[[0, -1]] > level).any() or (grid[:, [0, -1]] > level).any())
+        last_col[starts[k]:starts[k + 1]] = grid.shape[1] - 1
     above = mosaic > level
+    # open at the border (a border value above the level) or degenerate (a value at the level)
+    rows = np.arange(len(mosaic))
+    off = (mosaic == level).any(axis=1) | above[:, 0] | above[rows, last_col]
+    top, bottom = starts[:-1], starts[:-1] + heights - 1
+    usable = ~(np.logical_or.reduceat(off, top) | above[top].any(axis=1) | above[bottom].any(axis=1))
     case = (above[:-1, :-1] * np.uint8(1) + above[:-1, 1:] * np.uint8(2) + above[1:, :-1] * np.uint8(4)
             + above[1:, 1:] * np.uint8(8)).ravel()
     cells = np.flatnonzero((case != 0) & (case != 15))  # row-major: scikit-image's generation order
@@ -53,10 +58,12 @@ def closed_contours(grids: list[np.ndarray], level: float) -> list[np.ndarray | 
     seg_row, seg_col = row[seg_cell], col[seg_cell]
     edge_ids = [_edge_id(seg_row, seg_col, ends[:, j], mosaic.shape) for j in (0, 1)]
     owner = np.searchsorted(starts, seg_row, side="right") - 1
-    # each crossed edge starts exactly one segment when the contour is closed
-    by_start = np.full(2 * mosaic.size, -1)
+    # each crossed edge starts exactly one segment when the contour is closed; other entries unset
+    by_start = np.empty(2 * mosaic.size, np.intp)
     by_start[edge_ids[0]] = np.arange(len(seg_cell))
     following = by_start[edge_ids[1]]
+    following[(following < 0) | (following >= len(seg_cell))] = -1
+    following[edge_ids[0][np.maximum(following, 0)] != edge_ids[1]] = -1
     counts = np.bincount(owner, minlength=n)
     # each grid's last-generated segment: its last active cell's (second, for a saddle) segment
     cell_owner = owner[:len(cells)]
@@ -78,15 +85,14 @@ def closed_contours(grids: list[np.ndarray], level: float) -> list[np.ndarray | 
         dist, jump = dist + dist[jump], jump[jump]
     usable[np.unique(owner[jump != last[owner]])] = False  # more than one cycle
     points = _edge_points(mosaic, edge_ids[1], starts[owner], level)
-    out: list[np.ndarray | None] = [None] * n
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    order = np.empty(len(jump), np.int64)
-    kept = np.flatnonzero(usable[owner])  # the others' distances are meaningless
-    order[(offsets[owner] + counts[owner] - dist - 1)[kept]] = kept  # position 1..m -> 0..m-1
-    for k in np.flatnonzero(usable):
-        segments = order[offsets[k]:offsets[k + 1]]
-        out[k] = np.concatenate([points[last[k]][None], points[segments]])
-    return out
+    # grid k's contour: the end of its last segment, then the ends of the segments at distance
+    # m - 1, ..., 0 from it (m + 1 points); the unusable grids' distances are meaningless
+    offsets = np.concatenate([[0], np.cumsum(counts + 1)])
+    contours = np.zeros((offsets[-1], 2))
+    contours[offsets[:-1][usable]] = points[last[usable]]
+    kept = np.flatnonzero(usable[owner])
+    contours[(offsets[owner] + counts[owner] - dist)[kept]] = points[kept]
+    return [part if ok else None for part, ok in zip(np.split(contours, offsets[1:-1]), usable)]
 
 
 def _edge_id(row: np.ndarray, col: np.ndarray, side: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
