@@ -26,8 +26,11 @@ def closed_contours(grids: list[np.ndarray], level: float) -> list[np.ndarray | 
     exactly at the level, whose degenerate segments scikit-image drops): ask `find_contours` then.
 
     The contour starts where scikit-image's assembly closes it, at the end point of the grid's
-    last-generated segment, and runs in segment direction (lower values on the left).
+    last-generated segment, and runs in segment direction (lower values on the left). The grids
+    are laid out on a zero background, so the level must be above 0.
     """
+    if not level > 0:
+        raise ValueError(f"closed_contours traces levels above 0 (the background); got {level}")
     if not grids:
         return []
     n = len(grids)

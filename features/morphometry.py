@@ -12,8 +12,9 @@ the 0.5 level (so a rasterised disc has circularity ~1); Feret diameters use the
 pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
 
 Speed (`python -m benchmarks.feature_speed`): a crystal is measured on its mask's bounding box, the
-outline is smoothed only at the grid points it is traced on, and the texture columns of a chunk of
-crystals are computed on one stack of fixed-size patches; `properties=` skips the measurements
+outline is smoothed only at the grid points it is traced on, the outlines of a chunk of crystals
+are traced at once (`contours.closed_contours`), and their texture columns are computed on one
+stack of fixed-size patches; `properties=` skips the measurements
 (`_GROUPS`) no wanted column needs.
 """
 
