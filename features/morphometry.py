@@ -12,8 +12,9 @@ the 0.5 level (so a rasterised disc has circularity ~1); Feret diameters use the
 pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
 
 Speed (`python -m benchmarks.feature_speed`): a crystal is measured on its mask's bounding box, the
-outline is smoothed only at the grid points it is traced on, and the texture columns of a chunk of
-crystals are computed on one stack of fixed-size patches; `properties=` skips the measurements
+outline is smoothed only at the grid points it is traced on, the outlines of a chunk of crystals
+are traced at once (`contours.closed_contours`), and their texture columns are computed on one
+stack of fixed-size patches; `properties=` skips the measurements
 (`_GROUPS`) no wanted column needs.
 """
 
@@ -34,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from features import facets, texture
+from features.contours import closed_contours
 from mcn.data.patches import solid_mask
 from mcn.errors import DataError
 
@@ -322,13 +324,18 @@ def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[tuple[d
 
 def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[tuple[dict, np.ndarray | None]]:
     """Rows of some crystals and their GLCMs (None without texture): shape per crystal, then the
-    texture of all their patches at once."""
+    outlines traced and the texture of all their patches measured at once."""
     measured = [_measure(mask, image, groups) for mask, image in items]
-    rows, matrices = [row for row, _ in measured], [None] * len(items)
-    sampled = [i for i, (_, patch) in enumerate(measured) if patch is not None]
+    rows, matrices = [row for row, _, _ in measured], [None] * len(items)
+    smoothed = [i for i, (_, grid, _) in enumerate(measured) if grid is not None]
+    for i, contour in zip(smoothed, _contours([measured[i][1] for i in smoothed])):
+        rows[i].update(_outline(contour, rows[i]["diameter_equivalent_px"]))
+        rows[i]["occluded_likely"] = bool(rows[i]["solidity"] < OCCLUSION_SOLIDITY
+                                          or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
+    sampled = [i for i, (_, _, patch) in enumerate(measured) if patch is not None]
     if sampled:
-        values, glcms = texture.texture_measures(np.stack([measured[i][1][0] for i in sampled]),
-                                                 np.stack([measured[i][1][1] for i in sampled]))
+        values, glcms = texture.texture_measures(np.stack([measured[i][2][0] for i in sampled]),
+                                                 np.stack([measured[i][2][1] for i in sampled]))
         for k, i in enumerate(sampled):
             rows[i].update({name: column[k].item() for name, column in values.items()})
             matrices[i] = glcms[:, :, k:k + 1]
@@ -336,39 +343,38 @@ def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[tuple[dic
 
 
 def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
-             ) -> tuple[dict, tuple[np.ndarray, np.ndarray] | None]:
-    """Pixel-unit and scale-free measures of one crystal in the measurement `groups`, and its
-    texture patch and mask (`texture.texture_sample`; None without an image or texture)."""
+             ) -> tuple[dict, _Grid | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Pixel-unit and scale-free measures of one crystal in the measurement `groups` but the
+    outline ones, its smoothed grid to trace the outline on (`_outline_grid`; None without the
+    outline group) and its texture patch and mask (`texture.texture_sample`; None without an image
+    or texture)."""
     left, top, width, height = cv2.boundingRect(mask.view(np.uint8))  # the solid body lies in this box
     solid = solid_mask(mask[top:top + height, left:left + width])
     area = cv2.countNonZero(solid.view(np.uint8)) if width else 0
     if area < MIN_AREA_PX:
-        return {"area_px": area}, None
+        return {"area_px": area}, None, None
     x, y, width, height = cv2.boundingRect(solid.view(np.uint8))
     box, top, left = solid[y:y + height, x:x + width], top + y, left + x
     out = {"area_px": area, "diameter_equivalent_px": math.sqrt(4.0 * area / math.pi),
            "extent": area / (width * height)}
     if "ellipse" in groups:
         out.update(_ellipse(box, area))
-    if "outline" in groups:
-        out.update(_outline(box, (top, left), mask.shape, out["diameter_equivalent_px"]))
-        out["occluded_likely"] = bool(out["solidity"] < OCCLUSION_SOLIDITY
-                                      or out["concavity_max"] > OCCLUSION_CONCAVITY)
+    grid = _outline_grid(box, (top, left), mask.shape) if "outline" in groups else None
     if "feret" in groups:
         out.update(_feret(box))
     if image is None:
-        return out, None
+        return out, grid, None
     image = np.asarray(image, dtype=np.float32)
     if "intensity" in groups:
         out.update(texture.intensity_features(image[top:top + height, left:left + width], box))
     if "texture" not in groups:
-        return out, None
+        return out, grid, None
     mask = np.zeros(mask.shape, bool)
     mask[top:top + height, left:left + width] = box
     sampled = texture.texture_sample(image, mask)
     if sampled is None:
         out[_UNSAMPLED] = True
-    return out, sampled
+    return out, grid, sampled
 
 
 def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
@@ -398,9 +404,9 @@ def _ellipse(box: np.ndarray, area: int) -> dict[str, float]:
     }
 
 
-def _outline(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], diameter: float) -> dict[str, float]:
-    """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline."""
-    contour = _contour(box, corner, shape)
+def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
+    """Perimeter, convexity, solidity, circularity, concavity and corners of the sub-pixel outline
+    (`_contours`)."""
     steps = contour[1:] - contour[:-1]
     perimeter = float(np.sqrt((steps * steps).sum(axis=1)).sum())
     x, y = contour[:, 0], contour[:, 1]
@@ -430,13 +436,41 @@ _TO_NORMAL = np.array([1.0, -1.0])
 """(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy)."""
 
 
-def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """The closed 0.5-level outline of the lightly smoothed mask, (k, 2) row/col in the crop of
-    `shape` whose mask is `box` at `corner`, first == last.
+@dataclass(frozen=True)
+class _Grid:
+    """A crystal's smoothed mask on the grid its outline is traced on (`_outline_grid`)."""
+
+    smooth: np.ndarray
+    origin: np.ndarray
+    """Crop row and column of the grid's first point."""
+    step: int
+    box: np.ndarray
+    corner: tuple[int, int]
+
+
+def _contours(grids: list[_Grid]) -> list[np.ndarray]:
+    """The closed 0.5-level outline of each smoothed mask, (k, 2) row/col in its crop, first ==
+    last: `find_contours`' longest contour, traced for all grids at once (`closed_contours`) where
+    it is the only one. A mask too thin to survive the smoothing falls back to the raw outline."""
+    out = []
+    for grid, traced in zip(grids, closed_contours([grid.smooth for grid in grids], 0.5)):
+        if traced is None:
+            contours = find_contours(grid.smooth, 0.5)
+            if not contours:
+                out.append(max(find_contours(np.pad(grid.box, 1).astype(np.float32), 0.5), key=len) - 1
+                           + np.array(grid.corner))
+                continue
+            traced = max(contours, key=len)
+        out.append(traced * grid.step + grid.origin)
+    return out
+
+
+def _outline_grid(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -> _Grid:
+    """The lightly smoothed mask the outline is traced on, for the crop of `shape` whose mask is
+    `box` at `corner`.
 
     Smoothing (Gaussian, sigma `OUTLINE_SIGMA` px) removes the pixel staircase, which would lengthen
-    every slanted side by up to 8 % and make a disc look 10 % less circular than it is; a mask too
-    thin to survive it falls back to the raw outline. Masks wider than `OUTLINE_GRID` px are traced
+    every slanted side by up to 8 % and make a disc look 10 % less circular than it is. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
     smoothed mask reaches are computed, from the kernel taps there (`texture.gaussian_sample`).
@@ -452,10 +486,7 @@ def _contour(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, int]) -
         grids.append(grid[0])
         at.append(grid - start)
     smooth = texture.gaussian_sample(box, *at, sigma, border="constant")[2].astype(np.float32)
-    contours = find_contours(smooth, 0.5)
-    if contours:
-        return max(contours, key=len) * step + np.array(grids, dtype=np.float64)
-    return max(find_contours(np.pad(box, 1).astype(np.float32), 0.5), key=len) - 1 + np.array(corner)
+    return _Grid(smooth, np.array(grids, dtype=np.float64), step, box, corner)
 
 
 def _feret(box: np.ndarray) -> dict[str, float]:

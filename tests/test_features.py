@@ -481,7 +481,7 @@ def test_ellipse_columns_equal_regionprops():
     from mcn.data.patches import solid_mask
 
     rng = np.random.default_rng(6)
-    masks = [solid_mask(rng.random((int(rng.integers(3, 60)), int(rng.integers(3, 60)))) < rng.uniform(0.3, 0.9))
+    masks = [solid_mask(rng.random((int(rng.integers(3, 60)), int(rng.integers(3, 60)))) < rng.uniform(0.5, 0.9))
              for _ in range(60)]
     masks += [regular_polygon(n, 15, 40, turn) for n in (3, 4, 6) for turn in (0, 10, 45)]
     masks += [np.ones((7, 7), bool), disc_mask(9.5), np.ones((1, 9), bool), np.ones((9, 1), bool),
@@ -514,3 +514,43 @@ def test_stacked_lbp_and_glcm_equal_scikit_image_per_patch():
         expected = np.concatenate([graycomatrix(patch, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
                                                 levels=GLCM_LEVELS + 1, symmetric=True)[1:, 1:] for patch in levels], 2)
         np.testing.assert_array_equal(glcm(levels), expected)
+
+
+def test_batched_contours_equal_find_contours():
+    """The outline columns trace all grids of a chunk at once; each traced contour must equal
+    scikit-image's `find_contours` point for point (same start, direction and bits), and the grids
+    it cannot stand in for (several contours, open at the border, a value exactly at the level,
+    none) must be handed back as None rather than traced differently."""
+    from scipy import ndimage as ndi
+    from skimage.measure import find_contours
+
+    from features.contours import closed_contours
+
+    rng = np.random.default_rng(3)
+    grids = []
+    for size in rng.integers(10, 70, 60):
+        blob = np.zeros((size, size + rng.integers(-3, 4)))
+        blob[3:-3, 3:-3] = rng.random((blob.shape[0] - 6, blob.shape[1] - 6)) < rng.uniform(0.5, 0.9)
+        grids.append(ndi.gaussian_filter(blob, rng.uniform(1.0, 2.0), mode="constant").astype(np.float32))
+    saddle = np.zeros((7, 7), np.float32)  # a hook whose tip meets its root across a saddle cell
+    saddle[[2, 1, 1, 1, 2, 3, 3], [2, 2, 3, 4, 4, 4, 3]] = 1.0
+    two = np.zeros((8, 12), np.float32)
+    two[2:5, 2:4] = two[2:5, 7:10] = 1.0
+    open_at_border = np.zeros((8, 8), np.float32)
+    open_at_border[0:4, 2:5] = 1.0
+    at_level = np.zeros((8, 8), np.float32)
+    at_level[3:5, 3:5] = 1.0
+    at_level[2, 3] = 0.5
+    grids += [saddle, saddle.T.copy(), two, open_at_border, at_level, np.zeros((5, 5), np.float32)]
+    traced = closed_contours(grids, 0.5)
+    assert traced[-6] is not None and traced[-5] is not None  # cases 9 and 6 inside one contour
+    assert all(t is None for t in traced[-4:])
+    used = 0
+    for grid, contour in zip(grids, traced):
+        expected = find_contours(grid, 0.5)
+        single = len(expected) == 1 and np.array_equal(expected[0][0], expected[0][-1]) and not (grid == 0.5).any()
+        assert (contour is not None) == single
+        if contour is not None:
+            np.testing.assert_array_equal(contour, expected[0])
+            used += 1
+    assert used >= 30
