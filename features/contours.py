@@ -48,6 +48,9 @@ def closed_contours(grids: list[np.ndarray], level: float) -> list[np.ndarray | 
     off = (mosaic == level).any(axis=1) | above[:, 0] | above[rows, last_col]
     top, bottom = starts[:-1], starts[:-1] + heights - 1
     usable = ~(np.logical_or.reduceat(off, top) | above[top].any(axis=1) | above[bottom].any(axis=1))
+    # the zero row before a grid whose top row is above the level holds segments that would count
+    # as the grid above's: that grid's contour cannot be told apart, so find_contours traces it
+    usable[:-1] &= ~above[top[1:]].any(axis=1)
     case = (above[:-1, :-1] * np.uint8(1) + above[:-1, 1:] * np.uint8(2) + above[1:, :-1] * np.uint8(4)
             + above[1:, 1:] * np.uint8(8)).ravel()
     cells = np.flatnonzero((case != 0) & (case != 15))  # row-major: scikit-image's generation order

@@ -34,8 +34,10 @@ def warnings_as_notes(name: str, notes: list[tuple[str, str]] | None = None) -> 
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        yield
-    for warning in caught:
-        tqdm.write(f"{name}: {warning.message}", file=sys.stderr)
-        if notes is not None:
-            notes.append((name, str(warning.message)))
+        try:
+            yield
+        finally:  # an image that then fails keeps the warnings raised before its error
+            for warning in caught:
+                tqdm.write(f"{name}: {warning.message}", file=sys.stderr)
+                if notes is not None:
+                    notes.append((name, str(warning.message)))

@@ -317,3 +317,18 @@ def test_segmenter_warnings_name_the_image_and_are_kept_in_the_summary(tmp_path,
     notes = json.loads((tmp_path / "c_summary.json").read_text())["notes"]
     assert [n["file"] for n in notes] == ["z.tif"] and "default size range" in notes[0]["note"]
     assert "1 note(s) on 1 image(s); reasons in c_summary.json" in captured.out
+
+
+def test_warnings_raised_before_an_images_error_are_still_reported(capsys):
+    """An image skipped for an error keeps the segmenter's earlier warning, printed and in the notes."""
+    import warnings
+
+    from mcn.errors import DataError, warnings_as_notes
+
+    notes = []
+    with pytest.raises(DataError):
+        with warnings_as_notes("img_007", notes):
+            warnings.warn("typical crystal 30 px does not fit the default size range", UserWarning)
+            raise DataError("img_007: nothing to segment")
+    assert notes == [("img_007", "typical crystal 30 px does not fit the default size range")]
+    assert "img_007: typical crystal 30 px" in capsys.readouterr().err

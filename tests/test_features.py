@@ -541,10 +541,11 @@ def test_batched_contours_equal_find_contours():
     at_level = np.zeros((8, 8), np.float32)
     at_level[3:5, 3:5] = 1.0
     at_level[2, 3] = 0.5
-    grids += [saddle, saddle.T.copy(), two, open_at_border, at_level, np.zeros((5, 5), np.float32)]
+    grids += [saddle, saddle.T.copy(), two, open_at_border, at_level, np.zeros((5, 5), np.float32),
+              open_at_border]  # an empty grid above one open at its top: no contour is lent to it
     traced = closed_contours(grids, 0.5)
-    assert traced[-6] is not None and traced[-5] is not None  # cases 9 and 6 inside one contour
-    assert all(t is None for t in traced[-4:])
+    assert traced[-7] is not None and traced[-6] is not None  # cases 9 and 6 inside one contour
+    assert all(t is None for t in traced[-5:])
     used = 0
     for grid, contour in zip(grids, traced):
         expected = find_contours(grid, 0.5)
