@@ -25,10 +25,10 @@ from features.overlay import save_overlay
 from features.rocktype import RockTyper, check_rock_types
 from features.summary import PREDICTED_CLASS, image_summary, sample_summary, statistic_columns
 from mcn.data.dataset import CrystalDataset
-from mcn.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, pixel_size_for, read_content_rows, read_image, read_labels
+from mcn.data.io import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, pixel_size_for, read_image, read_labels
 from mcn.data.scenes import MASK_SUFFIXES, Scene, crop_scene, dataset_from_columns, empty_columns, read_images_csv
 from mcn.errors import DataError, warnings_as_notes
-from mcn.segment.databar import find_data_bar
+from mcn.segment.databar import crop_data_bar
 
 CROP_MARGIN = 0.15
 """Margin of the classifier's crops around each crystal: `mcn.data.scenes.load_scenes`' default,
@@ -175,7 +175,7 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
             info = describe_image(path, table, pixel_size_nm)
             image = read_image(path, max_pixels=max_pixels)
             if masks_dir is None:
-                image = _without_data_bar(info, image)
+                image, info.data_bar_rows = crop_data_bar(image, info.path)
             with warnings_as_notes(path.name, notes):
                 labels = _instances(info, image, masks_dir, segmenter_for)
         except (DataError, OSError) as exc:
@@ -199,16 +199,6 @@ def export(images_dir: Path, masks_dir: Path | None = None, segmenter_for: Segme
         result.rock_typer = RockTyper(rock_types).fit(result.samples[statistic_columns(class_names)],
                                                       sample_ids=result.samples["sample_id"])
     return result
-
-
-def _without_data_bar(info: ImageInfo, image: np.ndarray) -> np.ndarray:
-    """The micrograph above the data bar (from the vendor metadata, else the image); records the
-    rows cropped in `info`."""
-    bar_row = find_data_bar(image, read_content_rows(info.path))
-    if bar_row is None:
-        return image
-    info.data_bar_rows = image.shape[0] - bar_row
-    return image[:bar_row]
 
 
 def _instances(info: ImageInfo, image: np.ndarray, masks_dir: Path | None,

@@ -13,7 +13,11 @@ Where the bar starts, first that applies:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from mcn.data.io import read_content_rows
 
 FLAT_TOLERANCE = 1.5 / 255
 """Grey levels within this of the row's median count as the band colour (8-bit quantisation)."""
@@ -60,6 +64,13 @@ def find_data_bar(image: np.ndarray, content_rows: int | None = None, min_rows: 
     if not marks.any(axis=1).any() or marks.mean() > 0.5:
         return None
     return int(start)
+
+
+def crop_data_bar(image: np.ndarray, path: str | Path) -> tuple[np.ndarray, int]:
+    """The micrograph above the data bar of the image read from `path` (its metadata first, then the
+    image itself), and the number of rows cropped (0: no bar)."""
+    bar_row = find_data_bar(image, read_content_rows(path))
+    return (image, 0) if bar_row is None else (image[:bar_row], image.shape[0] - bar_row)
 
 
 def segment_without_data_bar(segment, image: np.ndarray, content_rows: int | None = None

@@ -26,12 +26,11 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from mcn import cli
-from mcn.data.io import read_content_rows
 from mcn.data.scenes import Scene, iter_scenes
 from mcn.errors import DataError, warnings_as_notes
 from mcn.files import write_text
 from mcn.segment.classical import ClassicalSegmenter
-from mcn.segment.databar import find_data_bar
+from mcn.segment.databar import crop_data_bar
 from mcn.segment.learned import LearnedSegmenter
 from mcn.segment.metrics import pool_metrics, segmentation_metrics
 
@@ -59,10 +58,8 @@ def split_images(n: int, val_fraction: float | None, train_images: int | None, s
 def without_data_bar(scene: Scene) -> tuple[Scene, int]:
     """The scene cropped to its micrograph above the data bar (metadata, else the image), and the
     number of rows cropped (0: no bar)."""
-    bar_row = find_data_bar(scene.image, read_content_rows(scene.path))
-    if bar_row is None:
-        return scene, 0
-    return replace(scene, image=scene.image[:bar_row], labels=scene.labels[:bar_row]), scene.image.shape[0] - bar_row
+    image, rows = crop_data_bar(scene.image, scene.path)
+    return (scene, 0) if not rows else (replace(scene, image=image, labels=scene.labels[:image.shape[0]]), rows)
 
 
 def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[str, float]:
