@@ -262,6 +262,79 @@ def test_dim_crystals_beside_shaded_bright_ones_are_kept_whole():
     assert sorted(t for t, _, iou in matches if iou > 0.7) == list(range(1, k + 1))
 
 
+def test_dim_crystals_in_a_densely_packed_field_are_kept():
+    """The matrix level is read below the lower three-class threshold: below Otsu's, the shaded
+    halves of a densely packed field outnumber the matrix pixels, the matrix read as shaded facet
+    grey, the image as too noisy for the four-class threshold, and the dim crystals were lost."""
+    rng = np.random.default_rng(1)
+    shape, labels, k, dims = (256, 256), np.zeros((256, 256), np.uint16), 0, []
+    grey = np.full(shape, 0.07)
+    gaps = [(76, 76), (180, 180), (76, 180), (180, 76)]
+    for r in range(24, 256, 52):
+        for c in range(24, 256, 52):
+            if (r, c) not in gaps:
+                k += 1
+                disk = draw.disk((r, c), 26, shape=shape)
+                labels[disk] = k
+                grey[disk] = np.where(disk[1] < c, 0.85, 0.45)  # a lit and a shaded half
+    for r, c in gaps:
+        k += 1
+        disk = draw.disk((r, c), 10, shape=shape)
+        labels[disk] = k
+        grey[disk] = 0.22
+        dims.append(k)
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    fg = ClassicalSegmenter(min_crystal_px=10).foreground(image)
+    assert all(fg[labels == k].mean() > 0.9 for k in dims)
+
+
+def _bright_and_dim_scene(straddling: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Four bright discs shaded from 0.8 to 0.18 (so the threshold lands near 0.19, as on
+    ampis-powder), four dim discs (0.15) behind them; optionally two dim discs shaded from 0.32
+    to 0.12 across the threshold."""
+    rng = np.random.default_rng(2)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.07)
+    cols = np.mgrid[:256, :256][1]
+    for r, c in [(50, 50), (50, 180), (170, 60), (180, 190)]:
+        k += 1
+        disk = draw.disk((r, c), 34, shape=shape)
+        labels[disk] = k
+        grey[disk] = 0.8 - 0.62 * np.clip((cols[disk] - c + 34) / 68, 0, 1)
+    for r, c in [(50, 100), (110, 180), (170, 12), (228, 190)]:
+        k += 1
+        disk = draw.disk((r, c), 14, shape=shape)
+        free = labels[disk] == 0
+        labels[disk[0][free], disk[1][free]] = k
+        grey[disk[0][free], disk[1][free]] = 0.15
+    for r, c in [(115, 60), (118, 120)] if straddling else []:
+        k += 1
+        disk = draw.disk((r, c), 15, shape=shape)
+        labels[disk] = k
+        grey[disk] = 0.32 - 0.2 * (cols[disk] - c + 15) / 30
+    return np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32), labels
+
+
+def test_dim_crystals_below_the_threshold_are_found_apart_from_the_bright_ones_they_touch():
+    """Dim crystals below the threshold, behind bright ones (ampis-powder: grey 0.15-0.25, threshold
+    0.21), are found as crystals of their own: the brightness step to the bright crystal is an
+    occluding edge. The old code lost them."""
+    image, labels = _bright_and_dim_scene()
+    pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
+    assert pred.max() == labels.max()
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.85) == list(range(1, 9))
+
+
+def test_a_dim_crystal_shaded_across_the_threshold_stays_one_crystal():
+    """The part of a dim crystal below the threshold joins its part above it (no brightness step
+    between them); as two regions, neither matched the crystal at IoU 0.85."""
+    image, labels = _bright_and_dim_scene(straddling=True)
+    pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
+    assert pred.max() == labels.max()
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.85) == list(range(1, 11))
+    assert ClassicalSegmenter(min_crystal_px=10, dim_join=0.0).segment(image).max() == labels.max() + 2
+
+
 def test_merges_and_splits_are_counted():
     true = np.zeros((40, 60), np.uint16)
     true[0:10, 0:10], true[0:10, 10:20], true[20:30, 30:50] = 1, 2, 3
