@@ -54,7 +54,7 @@ beat. Pipeline:
    the blurred rims of bright crystals are a band only a few pixels wide) and at least the
    smallest crystal, split by the same seeds and watershed. A dim region that touches a crystal
    across no brightness step (`dim_join`) is the dim part of that crystal and joins it; across a
-   step (an occluding edge), it is a crystal of its own (ampis-powder F1 0.800 -> 0.831; noisy
+   step (an occluding edge), it is a crystal of its own (ampis-powder F1 0.800 -> 0.829; noisy
    images, where the lower threshold would be noise, are left alone);
 6. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter).
 
