@@ -11,6 +11,7 @@ from skimage.segmentation import find_boundaries
 from mcn.data.io import MAX_IMAGE_PIXELS, read_content_rows, read_image
 from mcn.data.scenes import iter_scenes
 from mcn.errors import DataError
+from mcn.segment import classical
 from mcn.segment import evaluate as ev
 from mcn.segment.classical import (CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter, ScaleWarning,
                                    estimate_crystal_size_px, parse_crystal_size_nm)
@@ -333,6 +334,18 @@ def test_a_dim_crystal_shaded_across_the_threshold_stays_one_crystal():
     assert pred.max() == labels.max()
     assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.85) == list(range(1, 11))
     assert ClassicalSegmenter(min_crystal_px=10, dim_join=0.0).segment(image).max() == labels.max() + 2
+
+
+def test_a_brighter_patch_of_matrix_without_an_outline_is_not_a_dim_crystal(monkeypatch):
+    """A dim crystal has an outline; a patch of matrix brightened by charging fades out without one
+    and was taken for a dim crystal (23 on the synthetic default scenes) before DIM_EDGE."""
+    image, labels = _bright_and_dim_scene()
+    rows, cols = np.mgrid[:256, :256]
+    image = np.clip(image + 0.1 * np.exp(-((rows - 118) ** 2 + (cols - 118) ** 2) / (2 * 12 ** 2)), 0, 1)
+    image = image.astype(np.float32)
+    assert ClassicalSegmenter(min_crystal_px=10).segment(image).max() == labels.max()
+    monkeypatch.setattr(classical, "DIM_EDGE", 0.0)
+    assert ClassicalSegmenter(min_crystal_px=10).segment(image)[118, 118] > 0
 
 
 def test_merges_and_splits_are_counted():
