@@ -526,7 +526,9 @@ class ClassicalSegmenter:
             first = int(seeds.max()) + 1
             outline = fg & ~ndi.binary_erosion(fg)
             edge = float(np.median(grad[outline]))
-            rim = np.nan_to_num(ndi.mean(grad, found * ~ndi.binary_erosion(dim), np.arange(found.max() + 1)))
+            at = dim & ~ndi.binary_erosion(dim)
+            n = int(found.max()) + 1
+            rim = np.bincount(found[at], grad[at], n) / np.maximum(np.bincount(found[at], minlength=n), 1)
             found = np.where(rim[found] >= DIM_EDGE * edge, found, 0)  # a crystal has an outline
             labels = _join_across_weak_boundaries(np.where(found > 0, found + first - 1, labels), first, grad,
                                                   self.dim_join * edge)
