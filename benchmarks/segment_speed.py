@@ -49,7 +49,8 @@ from mcn.data.synthetic import default_dataset_dir, generate
 from mcn.errors import DataError
 from mcn.segment.classical import CARBONATE_CRYSTAL_SIZE_NM, ClassicalSegmenter
 from mcn.segment.evaluate import evaluate
-from mcn.segment.metrics import equivalent_diameters, pool_metrics, segmentation_metrics, size_agreement
+from mcn.segment.metrics import (drop_ignored, equivalent_diameters, pool_metrics, segmentation_metrics,
+                                 size_agreement)
 from mcn.segment.preprocess import PAPER_STEPS, STEPS, NLMeans, snr_db
 from mcn.files import write_text
 
@@ -88,7 +89,8 @@ def _row(task: str, data: str, size: tuple[int, int], n: int, seconds: float | N
 
 def _pooled(labels: list[np.ndarray], scenes: list) -> dict:
     """Pooled segmentation metrics and the size agreement of predicted vs true instances."""
-    pooled = pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(labels, scenes)])
+    pooled = pool_metrics([segmentation_metrics(p, s.labels, ignore=s.ignore) for p, s in zip(labels, scenes)])
+    labels = [drop_ignored(p, s.labels, s.ignore)[0] for p, s in zip(labels, scenes)]  # for the sizes
     pooled.update(size_agreement(np.concatenate([equivalent_diameters(p) for p in labels]),
                                  np.concatenate([equivalent_diameters(s.labels) for s in scenes])))
     return pooled

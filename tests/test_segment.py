@@ -105,6 +105,28 @@ def test_metrics_count_merges_and_misses():
         segmentation_metrics(pred[:10], true)
 
 
+
+def test_a_crystal_found_where_the_truth_leaves_crystals_unannotated_is_not_a_false_positive():
+    true = np.zeros((40, 40), np.uint16)
+    true[2:12, 2:12] = 1
+    ignore = np.zeros(true.shape, bool)
+    ignore[20:30, 20:30] = True  # a crystal in the image that the annotation leaves out
+    pred = np.zeros_like(true)
+    pred[2:12, 2:12] = 1  # the annotated crystal
+    pred[20:30, 21:30] = 2  # the unannotated one
+    pred[30:38, 2:10] = 3  # a speck of matrix: a real false positive
+    plain = segmentation_metrics(pred, true)
+    assert (plain["n_pred"], plain["n_matched"], plain["precision"]) == (3, 1, pytest.approx(1 / 3))
+    m = segmentation_metrics(pred, true, ignore=ignore)
+    assert (m["n_pred"], m["n_matched"], m["n_ignored"], m["precision"]) == (2, 1, 1, 0.5)
+    assert m["pixel_accuracy"] == pytest.approx(1 - 64 / (1600 - 100))  # the ignored pixels are not scored
+    assert pool_metrics([m, m])["n_ignored"] == 2
+    pred[20:30, 8:21] = 2  # now mostly on the matrix: scored, and a false positive
+    assert segmentation_metrics(pred, true, ignore=ignore)["n_ignored"] == 0
+    ignore[2:12, 2:12] = True  # an annotated crystal is scored whatever the ignore mask says
+    assert segmentation_metrics(true, true, ignore=ignore)["f1"] == 1.0
+
+
 # ---- post-processing -----------------------------------------------------------------------------
 
 def test_masks_to_labels_resolves_overlaps_and_area_limits():

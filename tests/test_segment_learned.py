@@ -134,3 +134,23 @@ def test_train_fits_and_scores_the_micrograph_above_the_data_bar(tiny_scene_dir,
     report = json.loads(model.with_name("seg.skops.json").read_text())
     assert set(report["data_bar_rows"].values()) == {40}
     assert report["classical"]["precision"] > 0.5 and report["learned"]["precision"] > 0.5
+
+
+def test_unannotated_crystals_are_not_learned_as_matrix():
+    """A crystal the annotation leaves out (ignore mask) is not a sample of matrix: the model still
+    finds such crystals instead of learning that half of the bright squares are background."""
+    rng = np.random.default_rng(0)
+    image = 0.1 + 0.02 * rng.standard_normal((96, 96))
+    labels, ignore = np.zeros((96, 96), np.uint16), np.zeros((96, 96), bool)
+    for k, (r, c) in enumerate([(8, 8), (8, 56), (56, 8), (56, 56)]):
+        image[r:r + 30, c:c + 30] += 0.6
+        if k % 2 == 0:
+            labels[r:r + 30, c:c + 30] = k + 1
+        else:
+            ignore[r:r + 30, c:c + 30] = True
+    image = np.clip(image, 0, 1).astype(np.float32)
+    params = dict(samples_per_class=3000, max_iter=30, sigma_max=4.0)
+    plain = LearnedSegmenter(**params).fit([image], [labels])
+    aware = LearnedSegmenter(**params).fit([image], [labels], [ignore])
+    assert (plain.segment(image)[ignore] > 0).mean() < 0.8
+    assert (aware.segment(image)[ignore] > 0).mean() > 0.9

@@ -23,7 +23,7 @@ def small(tmp_path_factory):
 def test_same_seed_gives_byte_identical_files(small, tmp_path):
     again = generate(tmp_path / "b", **SMALL)
     names = ["crystals.csv", "images.csv", "synthetic.json", "README.md"]
-    names += [f"{d}/{p.name}" for d in ("images", "masks") for p in sorted((small / d).iterdir())]
+    names += [f"{d}/{p.name}" for d in ("images", "masks", "ignore") for p in sorted((small / d).iterdir())]
     match, mismatch, errors = filecmp.cmpfiles(small, again, names, shallow=False)
     assert not mismatch and not errors and len(match) == len(names)
 
@@ -140,11 +140,40 @@ def test_scene_config_documents_every_knob():
 def test_default_dataset_dir_uses_cache_without_regenerating(tmp_path, monkeypatch, small):
     monkeypatch.setenv("MCN_CACHE", str(tmp_path))
     from mcn.data.synthetic.build import GENERATOR_VERSION
+    from mcn.data.synthetic.build import GENERATOR_VERSION, OUTPUTS
     cached = tmp_path / f"synthetic-v{GENERATOR_VERSION}-seed0"
     cached.mkdir()
-    (cached / "crystals.csv").write_text("image_id,instance_id,label\n")
+    for name in OUTPUTS:
+        (cached / name).write_text("image_id,instance_id,label\n")
     assert default_dataset_dir() == cached
     assert (cached / "crystals.csv").read_text() == "image_id,instance_id,label\n"
+
+
+def test_a_cache_written_before_ignore_masks_is_rebuilt_with_them(tmp_path, monkeypatch):
+    import mcn.data.synthetic.build as build
+    monkeypatch.setenv("MCN_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "generate", lambda out, seed: generate(out, seed=seed, n_images=1, image_size=128))
+    cached = tmp_path / f"synthetic-v{build.GENERATOR_VERSION}-seed0"
+    generate(cached, n_images=1, image_size=128)
+    build.remove_own(cached, ["ignore"])
+    assert default_dataset_dir() == cached
+    assert len(list((cached / "ignore").iterdir())) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cached.name]  # no staging left behind
+
+
+def test_ignore_masks_mark_the_visible_crystals_the_truth_leaves_out(small):
+    """Crystals too occluded or cut by the edge are left out of the masks; a segmenter that finds
+    them has found real crystals, and scoring must not charge it false positives."""
+    from skimage.measure import label
+    from mcn.data.scenes import iter_scenes
+    from mcn.segment.metrics import pool_metrics, segmentation_metrics
+    scenes = list(iter_scenes(small))
+    assert all(s.ignore is not None and not (s.ignore & (s.labels > 0)).any() for s in scenes)
+    assert sum(s.ignore.sum() for s in scenes) > 1000
+    found_all = [np.where(s.labels > 0, s.labels, label(s.ignore) + s.labels.max() * s.ignore) for s in scenes]
+    assert pool_metrics([segmentation_metrics(p, s.labels) for p, s in zip(found_all, scenes)])["precision"] < 0.95
+    pooled = pool_metrics([segmentation_metrics(p, s.labels, ignore=s.ignore) for p, s in zip(found_all, scenes)])
+    assert pooled["precision"] == 1.0 and pooled["n_ignored"] > 0
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):

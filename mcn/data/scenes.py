@@ -5,6 +5,10 @@ Layout (ROOT):
     masks/<image_id>.{tif,tiff,png}        uint16 instance labels, 0 = background
     crystals.csv                           image_id,instance_id,label[,sample_id] (+ any other columns)
     images.csv (optional)                  image_id[,sample_id][,pixel_size_nm]
+    ignore/<image_id>.{tif,tiff,png} (optional)  non-zero where crystals are visible but not
+                                           annotated (too occluded, cut by the image edge, left
+                                           out by the annotator): segmentation scoring does not
+                                           count a crystal found there as a false positive
 
 Each labelled instance becomes one crystal: a crop around its bounding box plus a margin, with
 everything outside its mask (background and neighbouring crystals) set to 0.
@@ -40,7 +44,8 @@ MASK_SUFFIXES = (".tif", ".tiff", ".png")
 
 @dataclass
 class Scene:
-    """One SEM image with its instance mask and scale."""
+    """One SEM image with its instance mask and scale, and where crystals are left unannotated
+    (`ignore`, boolean; None: every crystal in the image is annotated)."""
 
     image_id: str
     image: np.ndarray
@@ -49,6 +54,7 @@ class Scene:
     pixel_size_source: str
     sample_id: str
     path: Path
+    ignore: np.ndarray | None = None
 
 
 def read_scene_table(root: str | Path) -> pd.DataFrame:
@@ -89,16 +95,14 @@ def iter_scenes(root: str | Path, pixel_size_nm: float | None = None) -> Iterato
         crystals_sample = named.groupby("image_id")["sample_id"].first().to_dict()
     for image_id, image_path in images.items():
         image = read_image(image_path)
-        mask_path = _mask_path(root, image_id)
-        labels = read_labels(mask_path)
-        if labels.shape != image.shape:
-            raise DataError(f"{mask_path}: mask is {labels.shape[0]}x{labels.shape[1]} but its image "
-                            f"{image_path.name} is {image.shape[0]}x{image.shape[1]}")
+        labels = _read_mask(_mask_path(root, "masks", image_id), image, image_path)
+        ignore_path = _mask_path(root, "ignore", image_id, required=False)
+        ignore = None if ignore_path is None else _read_mask(ignore_path, image, image_path) > 0
         row = info.get(image_id, {})
         nm, source = pixel_size_for(image_path, row.get("pixel_size_nm", math.nan), "images.csv",
                                     pixel_size_nm)
         sample = row.get("sample_id") or crystals_sample.get(image_id, "")
-        yield Scene(image_id, image, labels, nm, source, sample, image_path)
+        yield Scene(image_id, image, labels, nm, source, sample, image_path, ignore)
 
 
 def load_scenes(root: str | Path, margin: float = 0.15, pixel_size_nm: float | None = None,
@@ -196,12 +200,23 @@ def _scene_images(root: Path) -> dict[str, Path]:
     return images
 
 
-def _mask_path(root: Path, image_id: str) -> Path:
+def _mask_path(root: Path, folder: str, image_id: str, required: bool = True) -> Path | None:
+    """ROOT/folder/<image_id> with a mask suffix; None (or DataError where `required`) when absent."""
     for suffix in MASK_SUFFIXES:
-        path = root / "masks" / f"{image_id}{suffix}"
+        path = root / folder / f"{image_id}{suffix}"
         if path.is_file():
             return path
-    raise DataError(f"{root / 'masks' / image_id}.tif: mask not found for image {image_id!r}")
+    if required:
+        raise DataError(f"{root / folder / image_id}.tif: mask not found for image {image_id!r}")
+    return None
+
+
+def _read_mask(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
+    labels = read_labels(path)
+    if labels.shape != image.shape:
+        raise DataError(f"{path}: mask is {labels.shape[0]}x{labels.shape[1]} but its image "
+                        f"{image_path.name} is {image.shape[0]}x{image.shape[1]}")
+    return labels
 
 
 def read_images_csv(root: Path) -> dict[str, dict]:

@@ -6,7 +6,10 @@ Prints, pooled over the images: instance precision / recall / F1 at IoU 0.5, pix
 distribution agreement rock typing depends on even where single masks differ: D10/D50/D90 of the
 equivalent diameters of the segmented vs the manual instances (nm where every image has a pixel
 size, else px) and the two-sample Kolmogorov-Smirnov statistic. The data bar is found and left out
-(`mcn.segment.databar`) before segmenting; the manual masks are scored on the same rows.
+(`mcn.segment.databar`) before segmenting; the manual masks are scored on the same rows. Where the
+data set marks crystals it leaves unannotated (`ignore/` masks, e.g. the synthetic truth's crystals
+too occluded or cut by the image edge), an instance found there is neither scored nor counted in
+the sizes (`mcn.segment.metrics.drop_ignored`).
 
 `--out report.csv` writes one row per image and a last row `ALL` with the pooled numbers.
 Exit code 0 on success, 1 with one `error: ...` line on bad input.
@@ -34,10 +37,11 @@ from mcn.files import atomic_path
 from mcn.segment.classical import parse_crystal_size_nm
 from mcn.segment.databar import segment_without_data_bar
 from mcn.segment.factory import SEGMENTERS, make_segmenter
-from mcn.segment.metrics import equivalent_diameters, pool_metrics, segmentation_metrics, size_agreement
+from mcn.segment.metrics import (drop_ignored, equivalent_diameters, pool_metrics, segmentation_metrics,
+                                 size_agreement)
 
 SHOWN = ("precision", "recall", "f1", "iou", "dice", "pixel_accuracy", "n_true", "n_pred", "n_matched",
-         "n_merges", "n_splits")
+         "n_merges", "n_splits", "n_ignored")
 
 
 def evaluate(root: str | Path, segmenter: str = "classical", pixel_size_nm: float | None = None,
@@ -60,7 +64,9 @@ def evaluate(root: str | Path, segmenter: str = "classical", pixel_size_nm: floa
             labels, bar_row = segment_without_data_bar(model.segment, scene.image, read_content_rows(scene.path))
         seconds = time.perf_counter() - start
         truth = scene.labels if bar_row is None else scene.labels[:bar_row]
-        metrics = segmentation_metrics(labels[: truth.shape[0]], truth)
+        ignore = None if scene.ignore is None else scene.ignore[: truth.shape[0]]
+        metrics = segmentation_metrics(labels[: truth.shape[0]], truth, ignore=ignore)
+        labels, _ = drop_ignored(labels[: truth.shape[0]], truth, ignore)  # for the sizes
         per_image.append(metrics)
         scale = scene.pixel_size_nm if in_nm else 1.0
         pred_d.append(equivalent_diameters(labels) * scale)
@@ -84,7 +90,8 @@ def summary(report: pd.DataFrame) -> str:
         f"{a['n_matched']} matched at IoU 0.5",
         f"instance precision {a['precision']:.3f}  recall {a['recall']:.3f}  F1 {a['f1']:.3f}  "
         f"pixel IoU {a['iou']:.3f}",
-        f"merges {a['n_merges']}  splits {a['n_splits']}",
+        f"merges {a['n_merges']}  splits {a['n_splits']}"
+        + (f"  ({a['n_ignored']} found on unannotated crystals, not scored)" if a["n_ignored"] else ""),
         f"equivalent diameter ({unit}) segmented vs manual: D10 {a['d10_pred']:.1f} vs {a['d10_true']:.1f}, "
         f"D50 {a['d50_pred']:.1f} vs {a['d50_true']:.1f} ({100 * a['d50_rel_error']:+.1f}%), "
         f"D90 {a['d90_pred']:.1f} vs {a['d90_true']:.1f}; KS statistic {a['ks_statistic']:.3f} "

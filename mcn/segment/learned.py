@@ -103,19 +103,24 @@ class LearnedSegmenter(BaseEstimator):
         target[rim] = BOUNDARY
         return target
 
-    def fit(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> "LearnedSegmenter":
-        """Learn the pixel classifier from grey images and their instance label images."""
+    def fit(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+            ignore: Sequence[np.ndarray | None] | None = None) -> "LearnedSegmenter":
+        """Learn the pixel classifier from grey images and their instance label images; `ignore`
+        (per image, boolean or None) marks unannotated crystals, never sampled as background."""
         images, masks = list(images), list(masks)
-        if not images or len(images) != len(masks):
+        ignore = [None] * len(images) if ignore is None else list(ignore)
+        if not images or len(images) != len(masks) or len(ignore) != len(images):
             raise DataError(f"fit needs one instance mask per image; got {len(images)} images, {len(masks)} masks")
         rng = np.random.default_rng(self.seed)
         xs, ys = [], []
-        for k, (image, labels) in enumerate(zip(images, masks)):
+        for k, (image, labels, unannotated) in enumerate(zip(images, masks, ignore)):
             if np.shape(image) != np.shape(labels):
                 raise DataError(f"image {k}: shape {np.shape(image)} differs from its mask {np.shape(labels)}")
             features = self.features(image)
             features = features.reshape(-1, features.shape[-1])
             target = self.pixel_classes(labels).ravel()
+            if unannotated is not None:
+                target[np.asarray(unannotated, bool).ravel() & (target == BACKGROUND)] = len(CLASSES)  # unsampled
             for c in (BACKGROUND, INTERIOR, BOUNDARY):
                 where = np.flatnonzero(target == c)
                 chosen = rng.choice(where, min(len(where), self.samples_per_class), replace=False)

@@ -10,6 +10,10 @@ when its IoU is >= the threshold.
 Over- and under-segmentation are counted apart, since they need different fixes: a merge is a
 predicted instance that holds most (>= `cover`) of two or more true ones (touching crystals left
 joined), a split is a true instance that holds most of two or more predicted ones (one crystal cut).
+Where the truth leaves crystals in the image unannotated (an `ignore` mask: crystals too occluded or
+cut by the image edge, as the synthetic truth leaves out), a predicted instance that matches no true
+one and lies mostly there is a crystal found, not a false positive: it is not scored (COCO's crowd
+regions), and those pixels do not count in the pixel metrics either.
 """
 
 from __future__ import annotations
@@ -79,29 +83,53 @@ def match_instances(pred_labels: np.ndarray, true_labels: np.ndarray,
             for r, c in zip(rows, cols) if iou[r, c] >= iou_threshold and iou[r, c] > 0]
 
 
+def drop_ignored(pred_labels: np.ndarray, true_labels: np.ndarray, ignore: np.ndarray | None,
+                 iou_threshold: float = 0.5) -> tuple[np.ndarray, int]:
+    """The predicted labels without the instances that are not scored (0 there), and how many:
+    those matching no true instance at `iou_threshold` with at least half their area in `ignore`
+    (unannotated crystals; pixels of true instances are never ignored)."""
+    pred, true = _check_pair(pred_labels, true_labels)
+    if ignore is None:
+        return pred, 0
+    ignore = np.asarray(ignore, bool)
+    if ignore.shape != pred.shape:
+        raise ValueError(f"ignore mask {ignore.shape} and labels {pred.shape} differ in shape")
+    area = np.bincount(pred.ravel())
+    inside = np.bincount(pred[ignore & (true == 0)], minlength=area.size)
+    candidates = np.flatnonzero((inside >= 0.5 * area) & (area > 0))
+    matched = {p for _, p, _ in match_instances(pred, true, iou_threshold)}
+    dropped = [c for c in candidates if c > 0 and c not in matched]
+    if not dropped:
+        return pred, 0
+    return np.where(np.isin(pred, dropped), 0, pred), len(dropped)
+
+
 def segmentation_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
-                         iou_threshold: float = 0.5) -> dict[str, float]:
+                         iou_threshold: float = 0.5, ignore: np.ndarray | None = None) -> dict[str, float]:
     """Pixel and instance metrics of one label image against its ground truth.
 
     Keys: pixel_accuracy, iou, dice (foreground), precision, recall, f1 (instances at
     iou_threshold), mean_matched_iou, n_true, n_pred, n_matched, n_merges, n_splits
-    (`merges_and_splits`). Empty-vs-empty scores 1.0.
+    (`merges_and_splits`), n_ignored (predicted instances on unannotated crystals, `ignore`, not
+    scored: `drop_ignored`). Empty-vs-empty scores 1.0.
     """
-    pred, true = _check_pair(pred_labels, true_labels)
-    fg_p, fg_t = pred > 0, true > 0
+    pred, n_ignored = drop_ignored(pred_labels, true_labels, ignore, iou_threshold)
+    pred, true = _check_pair(pred, true_labels)
+    scored = np.ones(pred.shape, bool) if ignore is None else ~(np.asarray(ignore, bool) & (true == 0))
+    fg_p, fg_t = (pred > 0) & scored, true > 0
     inter = np.count_nonzero(fg_p & fg_t)
     union = np.count_nonzero(fg_p | fg_t)
     total = np.count_nonzero(fg_p) + np.count_nonzero(fg_t)
     matches = match_instances(pred, true, iou_threshold)
     n_true = int(np.unique(true[fg_t]).size)
-    n_pred = int(np.unique(pred[fg_p]).size)
+    n_pred = int(np.unique(pred[pred > 0]).size)
     tp = len(matches)
     merges, splits = merges_and_splits(pred, true)
     precision = tp / n_pred if n_pred else float(n_true == 0)
     recall = tp / n_true if n_true else float(n_pred == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
-        "pixel_accuracy": float(np.mean(fg_p == fg_t)),
+        "pixel_accuracy": float(np.mean((fg_p == fg_t)[scored])) if scored.any() else 1.0,
         "iou": inter / union if union else 1.0,
         "dice": 2 * inter / total if total else 1.0,
         "precision": float(precision),
@@ -113,6 +141,7 @@ def segmentation_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
         "n_matched": tp,
         "n_merges": merges,
         "n_splits": splits,
+        "n_ignored": n_ignored,
     }
 
 
@@ -130,7 +159,7 @@ def pool_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     out.update(precision=precision, recall=recall,
                f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
                n_true=n_true, n_pred=n_pred, n_matched=tp, n_images=len(per_image),
-               **{k: sum(m[k] for m in per_image) for k in ("n_merges", "n_splits") if k in per_image[0]})
+               **{k: sum(m[k] for m in per_image) for k in ("n_merges", "n_splits", "n_ignored") if k in per_image[0]})
     return out
 
 

@@ -59,7 +59,10 @@ def without_data_bar(scene: Scene) -> tuple[Scene, int]:
     """The scene cropped to its micrograph above the data bar (metadata, else the image), and the
     number of rows cropped (0: no bar)."""
     image, rows = crop_data_bar(scene.image, scene.path)
-    return (scene, 0) if not rows else (replace(scene, image=image, labels=scene.labels[:image.shape[0]]), rows)
+    if not rows:
+        return scene, 0
+    ignore = None if scene.ignore is None else scene.ignore[: image.shape[0]]
+    return replace(scene, image=image, labels=scene.labels[: image.shape[0]], ignore=ignore), rows
 
 
 def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[str, float]:
@@ -67,7 +70,7 @@ def score(segment, scenes: list[Scene], desc: str, quiet: bool = False) -> dict[
     metrics = []
     for s in tqdm(scenes, desc=desc, unit="image", disable=quiet):
         with warnings_as_notes(f"{desc} on {s.image_id}"):
-            metrics.append(segmentation_metrics(segment(s), s.labels))
+            metrics.append(segmentation_metrics(segment(s), s.labels, ignore=s.ignore))
     return pool_metrics(metrics)
 
 
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
     train, held = [scenes[i] for i in train_idx], [scenes[i] for i in held_idx]
     with threadpool_limits(args.jobs):
         segmenter = LearnedSegmenter(sigma_max=args.sigma_max, max_iter=args.max_iter, seed=args.seed)
-        segmenter.fit([s.image for s in train], [s.labels for s in train])
+        segmenter.fit([s.image for s in train], [s.labels for s in train], [s.ignore for s in train])
         segmenter.save(args.out)
         classical = score(lambda s: ClassicalSegmenter.for_pixel_size(s.pixel_size_nm).segment(s.image),
                           held, "classical", args.quiet)

@@ -3,6 +3,7 @@
 Layout written (the suite's scene format plus ground truth):
     images/<image_id>.tif   8-bit grey micrograph, pixel size in its TIFF metadata
     masks/<image_id>.tif    uint16 instance labels, 0 = background
+    ignore/<image_id>.tif   1 where a crystal is visible but not in the mask (segmentation scoring)
     crystals.csv            image_id,instance_id,label,sample_id + ground truth (see README.md there)
     images.csv              image_id,sample_id,pixel_size_nm
     contact_sheet.png       examples of each class
@@ -36,7 +37,7 @@ from mcn.data.synthetic.scene import RenderedScene, draw_samples, render_scene
 GENERATOR_VERSION = 1
 """Bump when the same seed and knobs would draw different scenes: it names the cache folder."""
 
-OUTPUTS = ("images", "masks", "crystals.csv", "images.csv", "contact_sheet.png", "synthetic.json", "README.md")
+OUTPUTS = ("images", "masks", "ignore", "crystals.csv", "images.csv", "contact_sheet.png", "synthetic.json", "README.md")
 
 EXAMPLES_PER_CLASS = 8
 """Crystals per class on the contact sheet."""
@@ -52,6 +53,11 @@ Rendered calcite microcrystals in the scene format; regenerate with
 
 - images/<image_id>.tif: 8-bit secondary-electron micrograph; pixel size {pixel_size_nm} nm in the TIFF metadata.
 - masks/<image_id>.tif: uint16 instance labels of the visible crystal pixels, 0 = background.
+  A crystal less than {min_visible_fraction:.0%} visible (hidden behind others or cut by the image edge)
+  or whose visible piece is under {min_visible_area_nm2:.0f} nm2 is left out: it is not worth classifying.
+- ignore/<image_id>.tif: 1 on the visible pixels of those left-out crystals. A segmenter that finds
+  one has found a real crystal, so segmentation scoring (`mcn.segment.evaluate`) does not count it
+  as a false positive.
 - crystals.csv: one row per mask instance.
   label (what an expert wrote, with {label_noise:.0%} disputed labels), true_label (the rendered class),
   shape (3-D habit), rounding (edge rounding / size of faceted crystals; 1 for anhedral ones),
@@ -96,15 +102,18 @@ def default_dataset_dir() -> Path:
     """The default data set (seed 0, default knobs), generated on first use into the cache.
 
     The cache is `$MCN_CACHE` or `~/.cache/mcn`; the folder name carries the generator version, so a
-    new generator never reuses an old cache."""
+    new generator never reuses an old cache. A cache missing one of `OUTPUTS` (written before the
+    ignore masks existed) is rebuilt: same seed, so the same images, masks and tables."""
     root = Path(os.environ.get("MCN_CACHE") or Path.home() / ".cache" / "mcn")
     target = root / f"synthetic-v{GENERATOR_VERSION}-seed0"
-    if (target / "crystals.csv").is_file():
+    if all((target / name).exists() for name in OUTPUTS):
         return target
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}.tmp-"))
     try:
         generate(staging / "data", seed=0)
+        if target.exists():  # the incomplete cache: moved aside, removed with the staging folder
+            os.replace(target, staging / "incomplete")
         try:
             os.replace(staging / "data", target)
         except OSError:  # another process finished first; its copy is identical
@@ -133,6 +142,7 @@ def _write_dataset(root: Path, config: SceneConfig, n_images: int, image_size: i
                    seed: int, progress: bool) -> None:
     (root / "images").mkdir()
     (root / "masks").mkdir()
+    (root / "ignore").mkdir()
     n_samples = min(config.n_samples, n_images)
     sample_of = np.arange(n_images) * n_samples // n_images
     sample_seq, *image_seqs = np.random.SeedSequence(seed).spawn(1 + n_images)
@@ -146,6 +156,7 @@ def _write_dataset(root: Path, config: SceneConfig, n_images: int, image_size: i
         scene = render_scene(np.random.default_rng(image_seqs[i]), config, sample, image_size, pixel_size_nm)
         write_image(root / "images" / f"{image_id}.tif", scene.image, pixel_size_nm)
         write_image(root / "masks" / f"{image_id}.tif", scene.mask)
+        write_image(root / "ignore" / f"{image_id}.tif", scene.ignore.astype(np.uint8))
         image_rows.append({"image_id": image_id, "sample_id": sample.sample_id, "pixel_size_nm": pixel_size_nm})
         crystal_rows += [{"image_id": image_id, "sample_id": sample.sample_id, **row} for row in scene.rows]
         _collect_examples(scene, examples)
@@ -163,7 +174,9 @@ def _write_dataset(root: Path, config: SceneConfig, n_images: int, image_size: i
     (root / "synthetic.json").write_text(json.dumps(info, indent=2) + "\n")
     (root / "README.md").write_text(README.format(version=GENERATOR_VERSION, seed=seed, n_images=n_images,
                                                   image_size=image_size, pixel_size_nm=pixel_size_nm,
-                                                  label_noise=config.label_noise))
+                                                  label_noise=config.label_noise,
+                                                  min_visible_fraction=config.min_visible_fraction,
+                                                  min_visible_area_nm2=config.min_visible_area_nm2))
     _contact_sheet(root / "contact_sheet.png", examples)
 
 
@@ -185,7 +198,7 @@ def _check_own(out_dir: Path) -> None:
                               "(no synthetic.json, images.csv); refusing to overwrite them: choose another --out")
     with open(out_dir / "images.csv", newline="") as handle:
         own = {f"{row['image_id']}.tif" for row in csv.DictReader(handle)}
-    for folder in ("images", "masks"):
+    for folder in ("images", "masks", "ignore"):
         path = out_dir / folder
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             raise FileExistsError(f"{path}: not the generator's folder; refusing to overwrite it")

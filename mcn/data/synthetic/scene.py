@@ -45,11 +45,13 @@ class Sample:
 
 @dataclass
 class RenderedScene:
-    """A rendered micrograph, its instance mask and one row of ground truth per instance."""
+    """A rendered micrograph, its instance mask, one row of ground truth per instance, and where
+    crystals are visible but left out of the mask (`ignore`: too occluded or too small a piece)."""
 
     image: np.ndarray
     mask: np.ndarray
     rows: list[dict]
+    ignore: np.ndarray
 
 
 def draw_samples(rng: np.random.Generator, config: SceneConfig, n_samples: int, images_per_sample: np.ndarray,
@@ -118,7 +120,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig, sample: Sample, 
     mask, rows = _instances(ids, crystals, config, pixel_size_nm)
     for row in rows:
         row["label"] = _noisy_label(rng, row["true_label"], config.label_noise)
-    return RenderedScene(image, mask, rows)
+    return RenderedScene(image, mask, rows, (ids > 0) & (mask == 0))
 
 
 def _place(rng: np.random.Generator, diameters: np.ndarray, size: int, candidates: int = 8) -> np.ndarray:
