@@ -1,23 +1,25 @@
 """Intensity and texture inside a crystal: brightness, edges, GLCM and LBP summaries.
 
-Texture is measured on a fixed-size square patch (the crop padded to a square and resampled), so
-its cost does not grow with the crystal and a crystal reads the same at any magnification.
-Intensities are stretched between the crystal's own 2nd and 98th percentiles first: SEM contrast
-and brightness vary from image to image, the surface pattern of a crystal does not.
+Texture is measured on a fixed-size square patch: the crop padded to a square and shrunk by area
+averaging (OpenCV's INTER_AREA, the standard anti-aliased downscale), so its cost does not grow
+with the crystal and a crystal reads the same at any magnification. Intensities are stretched
+between the crystal's own 2nd and 98th percentiles first: SEM contrast and brightness vary from
+image to image, the surface pattern of a crystal does not.
 
-Each crystal contributes one patch (`texture_sample`); everything after it runs on a stack of
-patches at once (`texture_measures`), so the cost per crystal is array work, not Python calls.
+Each crystal contributes one patch (`texture_sample`); everything after it runs on a float32 stack
+of patches at once (`texture_measures`; OpenCV filters take the patches as the channels of one
+image), so the cost per crystal is array work, not Python calls. The edge map is the Sobel
+magnitude of the Gaussian-smoothed patch and the LBP codes are scikit-image's
+(`local_binary_pattern(patch, 8, 1, "uniform")`); the GLCM properties are `graycoprops`'.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
+import cv2
 import numpy as np
-from scipy import ndimage as ndi
 from skimage.feature import graycoprops
-from skimage.filters.edges import SOBEL_EDGE, SOBEL_SMOOTH
 
 from features import facets
 
@@ -36,15 +38,13 @@ GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 
 def texture_sample(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The crystal's grey values and mask at TEXTURE_SIZE (anti-aliased by a Gaussian of sigma
-    (shrink - 1) / 2 when shrinking), or None when no pixel of the mask survives the sampling (a
-    crystal a pixel or two thin in a long crop: it has no texture to measure at this size)."""
+    """The crystal's grey values and mask at TEXTURE_SIZE (`square_patch`; the mask at the nearest
+    pixel, `square_sample`), or None when no pixel of the mask survives the sampling (a crystal a
+    pixel or two thin in a long crop: it has no texture to measure at this size)."""
     inside = square_sample(mask, TEXTURE_SIZE)
     if not inside.any():
         return None
-    shrink = max(image.shape) / TEXTURE_SIZE
-    patch = smooth_sample(image, (shrink - 1) / 2, TEXTURE_SIZE) if shrink > 1 else square_sample(image, TEXTURE_SIZE)
-    return patch, inside
+    return square_patch(image, TEXTURE_SIZE), inside
 
 
 def square_centres(shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,53 +65,15 @@ def square_sample(array: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def smooth_sample(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
-    """`square_sample(ndi.gaussian_filter(image, sigma), size)` without filtering the pixels that
-    are not sampled (`gaussian_sample`: same weights and 'reflect' border as scipy), so a large crop
-    costs a few taps per sampled pixel instead of a full filter pass."""
-    out = np.zeros((size, size))
-    rows, cols, values = gaussian_sample(image, *square_centres(image.shape, size), sigma, border="reflect")
-    out[np.ix_(rows, cols)] = values
-    return out.astype(image.dtype)
-
-
-def gaussian_sample(array: np.ndarray, at_rows: np.ndarray, at_cols: np.ndarray, sigma: float,
-                    border: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """scipy's separable Gaussian filter of a 2-D array evaluated only at the grid of rows `at_rows`
-    and columns `at_cols`: (rows kept, columns kept, float64 values), from the kernel taps there
-    (`gaussian_taps`), rows first."""
-    (rows, row_taps, row_weights), (cols, col_taps, col_weights) = (
-        gaussian_taps(at, n, sigma, border) for at, n in zip((at_rows, at_cols), array.shape))
-    along_rows = np.einsum("rk,rkw->rw", row_weights, array[row_taps])
-    return rows, cols, np.einsum("ck,rck->rc", col_weights, along_rows[:, col_taps])
-
-
-def gaussian_taps(at: np.ndarray, n: int, sigma: float, border: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a line of n pixels
-    reads the line: the positions kept, the pixel under each tap, (kept, taps), and its weight, so
-    that `(weights * line[pixels]).sum(1)` is the filtered line there. border: "reflect" (scipy's
-    default, -1 - k is pixel k and n + k is pixel n - 1 - k; positions off the line are dropped) or
-    "constant" (zeros beyond the line: those taps weigh 0)."""
-    offsets, kernel = _gaussian_kernel(sigma)
-    if border == "reflect":
-        kept = np.flatnonzero((at >= 0) & (at < n))
-        pixels = np.mod(at[kept, None] + offsets, 2 * n)
-        pixels = np.where(pixels >= n, 2 * n - 1 - pixels, pixels)
-        return kept, pixels, np.broadcast_to(kernel, pixels.shape)
-    pixels = at[:, None] + offsets
-    inside = (pixels >= 0) & (pixels < n)
-    return np.arange(len(at)), np.where(inside, pixels, 0), np.where(inside, kernel, 0.0)
-
-
-@functools.lru_cache(maxsize=4096)
-def _gaussian_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share it."""
-    radius = int(4.0 * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
-    kernel /= kernel.sum()
-    offsets.flags.writeable = kernel.flags.writeable = False
-    return offsets, kernel
+def square_patch(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` centred on a zero-padded square (as `square_sample` places it), resized to `size` x
+    `size` by OpenCV's area interpolation (`cv2.INTER_AREA`): when shrinking, each patch pixel is
+    the mean of the image area under it, the standard anti-aliased downscale."""
+    h, w = image.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    square = cv2.copyMakeBorder(image, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=0)
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -120,33 +82,35 @@ def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {"intensity_mean": float(values.mean()), "intensity_std": float(values.std())}
 
 
-def texture_measures(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Facet count, edge density and LBP summaries of a stack of `texture_sample` patches, (n, s, s)
-    each, and their GLCMs, (levels, levels, n, 4) (see `glcm_features`).
+def texture_measures(patches: np.ndarray, insides: np.ndarray) -> dict[str, np.ndarray]:
+    """Facet count, edge density, LBP and GLCM summaries of a stack of `texture_sample` patches,
+    (n, s, s) each, in float32.
 
     Each patch is stretched to [0, 1] between its interior's 2nd and 98th percentiles; the
     background is filled with the crystal's median so the outline itself does not count as an
     internal edge, and the interior drops a one-pixel rim for the same reason.
     """
-    interior = ndi.binary_erosion(insides, facets.STACK_CONNECTIVITY)
+    interior = _channelwise(insides.view(np.uint8), lambda block: cv2.erode(
+        block, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)).view(bool)  # outside is background
     empty = ~interior.any(axis=(1, 2))
     interior[empty] = insides[empty]
     values, counts = _sorted_selection(patches, interior)
-    lo, hi = _percentiles(values, counts, (2, 98))
-    scale = np.maximum(hi - lo, MIN_CONTRAST)
+    lo, hi = (p.astype(np.float32) for p in _percentiles(values, counts, (2, 98)))
+    scale = np.maximum(hi - lo, np.float32(MIN_CONTRAST))
 
     def stretch(x: np.ndarray) -> np.ndarray:
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return np.clip((x - lo.reshape(shape)) / scale.reshape(shape), 0.0, 1.0)
+        return np.clip((x - lo.reshape(shape)) / scale.reshape(shape), np.float32(0), np.float32(1))
 
     # the stretch is monotonic, so the stretched interior's median is the stretched median pixels
     lower, upper = (stretch(np.take_along_axis(values, k[:, None], 1)[:, 0]) for k in ((counts - 1) // 2, counts // 2))
-    stretched = np.where(insides, stretch(patches), np.where(counts % 2 == 1, upper, (lower + upper) / 2)[:, None, None])
+    median = np.where(counts % 2 == 1, upper, (lower + upper) / np.float32(2))
+    stretched = np.where(insides, stretch(patches), median[:, None, None])
     edges = edge_map(stretched, interior)
     out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
     out.update(_lbp_features(stretched, interior, counts))
-    levels = np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8)
-    return out, glcm(levels)
+    out.update(glcm_features(glcm(np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8))))
+    return out
 
 
 def _percentiles(values: np.ndarray, counts: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
@@ -170,24 +134,42 @@ def _sorted_selection(stack: np.ndarray, selected: np.ndarray) -> tuple[np.ndarr
     return values, selected.reshape(len(stack), -1).sum(axis=1)
 
 
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_CHANNELS = 128
+"""Most patches OpenCV filters in one call, as the channels of one image (OpenCV 5's CV_CN_MAX)."""
+
+
+def _channelwise(stack: np.ndarray, f) -> np.ndarray:
+    """`f` (an OpenCV filter) of every patch of a stack (n, h, w), the patches given as the channels
+    of one image, so a stack costs a few calls rather than a few per patch."""
+    blocks = []
+    for start in range(0, len(stack), _CHANNELS):
+        block = stack[start:start + _CHANNELS]
+        filtered = f(np.ascontiguousarray(block.transpose(1, 2, 0)))
+        blocks.append(filtered.reshape(filtered.shape[:2] + (len(block),)).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.concatenate(blocks))
+
+
 def edge_map(stack: np.ndarray, interior: np.ndarray) -> np.ndarray:
-    """Interior pixels on an intensity edge (facet boundaries, ridges, pits): scikit-image's Sobel
-    magnitude of each Gaussian-smoothed patch, in one pass over the stack."""
-    smooth = ndi.gaussian_filter(stack, (0.0, 1.0, 1.0))
-    magnitude = np.zeros_like(smooth)
-    for along_rows, along_cols in ((SOBEL_EDGE, SOBEL_SMOOTH), (SOBEL_SMOOTH, SOBEL_EDGE)):  # separable kernels
-        gradient = ndi.convolve1d(ndi.convolve1d(smooth, along_rows, axis=1, mode="reflect"), along_cols, axis=2,
-                                  mode="reflect")
-        magnitude += gradient * gradient
-    return (np.sqrt(magnitude) / np.sqrt(2) > EDGE_THRESHOLD) & interior
+    """Interior pixels on an intensity edge (facet boundaries, ridges, pits): the Sobel gradient
+    magnitude (scikit-image's scale: [1, 2, 1] / 4 smoothing, divided by sqrt 2) of each patch
+    smoothed by a Gaussian of sigma 1 (radius 4 sigma, 'reflect' border, as scipy's), with OpenCV."""
+
+    def magnitude(block: np.ndarray) -> np.ndarray:
+        smooth = cv2.GaussianBlur(block, (9, 9), 1.0, borderType=cv2.BORDER_REFLECT)
+        along_cols, along_rows = (cv2.Sobel(smooth, cv2.CV_32F, dx, 1 - dx, ksize=3, scale=0.25,
+                                            borderType=cv2.BORDER_REFLECT) for dx in (1, 0))
+        return cv2.magnitude(along_cols, along_rows)
+
+    return (_channelwise(stack.astype(np.float32, copy=False), magnitude) > EDGE_THRESHOLD * math.sqrt(2)) & interior
 
 
 def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Uniform-LBP(8, 1) summaries of the interiors (`uniform_lbp` codes of the 8-bit patches)."""
     bins = LBP_POINTS + 2
-    codes = uniform_lbp(np.round(stack * 255).astype(np.uint8))
-    owner = np.broadcast_to(np.arange(len(stack))[:, None, None], codes.shape)
-    hist = np.bincount((owner * bins + codes)[interior], minlength=len(stack) * bins).reshape(-1, bins)
+    codes = np.where(interior, uniform_lbp(np.round(stack * 255).astype(np.uint8)), bins)  # bin `bins`: outside
+    owner = np.arange(len(stack))[:, None, None] * (bins + 1)
+    hist = np.bincount((codes + owner).ravel(), minlength=len(stack) * (bins + 1)).reshape(-1, bins + 1)[:, :bins]
     hist = hist / counts[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(hist > 0, hist * np.log2(hist), 0.0).sum(axis=1) / np.log2(bins)
@@ -196,39 +178,42 @@ def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -
 
 
 def uniform_lbp(stack: np.ndarray) -> np.ndarray:
-    """`skimage.feature.local_binary_pattern(patch, 8, 1, "uniform")` of every patch of a stack
-    (n, h, w) at once, as integers: the same neighbour positions (rounded to 5 decimals), the same
-    bilinear interpolation in the same order of floating-point operations at the same in-patch
+    """`skimage.feature.local_binary_pattern(patch, 8, 1, "uniform")` of every patch of a uint8
+    stack (n, h, w) at once, as integers: the same neighbour positions (rounded to 5 decimals), the
+    same bilinear interpolation in the same order of floating-point operations at the same in-patch
     coordinates, zeros beyond the border, and its count of 0/1 changes (7, not wrapping around),
-    so the codes are identical; one call per patch cost as much as everything else in the texture."""
+    so the codes are identical; one call per patch cost as much as everything else in the texture.
+
+    Neighbours on the pixel grid are compared as integers. The off-grid ones interpolate along the
+    columns first, as scikit-image does, and two neighbours with the same column offset share that
+    step (same weights, same pixels), so it is done once per column offset for the whole stack.
+    """
     n, h, w = stack.shape
-    padded = np.pad(stack.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
-    centre = padded[:, 1:-1, 1:-1]
+    padded = np.pad(stack, ((0, 0), (1, 1), (1, 1)))
+    centre, wide = padded[:, 1:-1, 1:-1], None
     angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
     codes = np.zeros(stack.shape, np.uint8)
     changes = np.zeros(stack.shape, np.uint8)
-    top, bottom = np.empty_like(centre), np.empty_like(centre)
-
-    def near(a: int, b: int) -> np.ndarray:  # the pixel (a, b) away from each pixel, as a shifted view
-        return padded[:, 1 + a:1 + a + h, 1 + b:1 + b + w]
-
+    top, bottom = np.empty(stack.shape), np.empty(stack.shape)
+    along_cols = {}  # column offset -> (1 - fc) * left + fc * right for every padded row
     previous = None
     for dr, dc in zip(np.round(-np.sin(angles), 5), np.round(np.cos(angles), 5)):
         r0, r1, c0, c1 = math.floor(dr), math.ceil(dr), math.floor(dc), math.ceil(dc)
         if r0 == r1 and c0 == c1:  # on the grid: the interpolation returns the pixel itself
-            signed = near(r0, c0) >= centre
+            signed = padded[:, 1 + r0:1 + r0 + h, 1 + c0:1 + c0 + w] >= centre
         else:  # skimage's weights at the sample positions, and its order of operations
+            if wide is None:
+                wide = padded.astype(np.float64)
+            if dc not in along_cols:
+                fc = (np.arange(w) + dc) - np.floor(np.arange(w) + dc)
+                interpolated = np.multiply(1 - fc, wide[:, :, 1 + c0:1 + c0 + w])
+                interpolated += fc * wide[:, :, 1 + c1:1 + c1 + w]
+                along_cols[dc] = interpolated
             fr = ((np.arange(h) + dr) - np.floor(np.arange(h) + dr))[:, None]
-            fc = (np.arange(w) + dc) - np.floor(np.arange(w) + dc)
-            np.multiply(1 - fc, near(r0, c0), out=top)
-            top += fc * near(r0, c1)
-            np.multiply(1 - fc, near(r1, c0), out=bottom)
-            bottom += fc * near(r1, c1)
-            top *= 1 - fr
-            bottom *= fr
+            np.multiply(1 - fr, along_cols[dc][:, 1 + r0:1 + r0 + h], out=top)
+            np.multiply(fr, along_cols[dc][:, 1 + r1:1 + r1 + h], out=bottom)
             top += bottom
-            top -= centre
-            signed = top >= 0
+            signed = top >= centre  # the sign of texture - centre, as scikit-image tests it
         codes += signed
         if previous is not None:
             changes += signed != previous
@@ -260,9 +245,7 @@ def glcm(levels: np.ndarray) -> np.ndarray:
 
 
 def glcm_features(matrices: np.ndarray) -> dict[str, np.ndarray]:
-    """Direction-averaged GLCM properties of many crystals at once, (levels, levels, n, 4) -> n each.
-
-    One `graycoprops` call per property for the whole table instead of one per crystal.
-    """
+    """Direction-averaged GLCM properties of a stack of crystals, (levels, levels, n, 4) -> n each:
+    one `graycoprops` call per property for the stack instead of one per crystal."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return {f"glcm_{prop}": graycoprops(matrices, prop).mean(axis=1) for prop in GLCM_PROPS}
