@@ -15,6 +15,7 @@ magnitude of the Gaussian-smoothed patch and the LBP codes are scikit-image's
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -82,14 +83,28 @@ def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {"intensity_mean": float(values.mean()), "intensity_std": float(values.std())}
 
 
+STACK_BLOCK = 25
+"""Patches measured at once: enough to spread the cost of each array call, few enough that the
+float64 LBP temporaries stay in a core's cache and are reused rather than mapped afresh."""
+
+
 def texture_measures(patches: np.ndarray, insides: np.ndarray) -> dict[str, np.ndarray]:
     """Facet count, edge density, LBP and GLCM summaries of a stack of `texture_sample` patches,
-    (n, s, s) each, in float32.
+    (n, s, s) each, measured in blocks of `STACK_BLOCK` patches.
 
-    Each patch is stretched to [0, 1] between its interior's 2nd and 98th percentiles; the
-    background is filled with the crystal's median so the outline itself does not count as an
-    internal edge, and the interior drops a one-pixel rim for the same reason.
+    Each patch is stretched to [0, 1] between its interior's 2nd and 98th percentiles (in
+    float32); the background is filled with the crystal's median so the outline itself does not
+    count as an internal edge, and the interior drops a one-pixel rim for the same reason.
     """
+    blocks = [_texture_block(patches[k:k + STACK_BLOCK], insides[k:k + STACK_BLOCK])
+              for k in range(0, len(patches), STACK_BLOCK)]
+    out = {name: np.concatenate([values[name] for values, _ in blocks]) for name in blocks[0][0]}
+    out.update(glcm_features(np.concatenate([matrices for _, matrices in blocks], axis=2)))
+    return out
+
+
+def _texture_block(patches: np.ndarray, insides: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`texture_measures` of a few patches, their GLCMs apart (see `glcm`)."""
     interior = _channelwise(insides.view(np.uint8), lambda block: cv2.erode(
         block, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)).view(bool)  # outside is background
     empty = ~interior.any(axis=(1, 2))
@@ -109,8 +124,7 @@ def texture_measures(patches: np.ndarray, insides: np.ndarray) -> dict[str, np.n
     edges = edge_map(stretched, interior)
     out = {"facet_count": facets.facet_counts(edges, interior), "edge_density": edges.sum(axis=(1, 2)) / counts}
     out.update(_lbp_features(stretched, interior, counts))
-    out.update(glcm_features(glcm(np.where(interior, 1 + np.round(stretched * (GLCM_LEVELS - 1)), 0).astype(np.uint8))))
-    return out
+    return out, glcm((1 + np.round(stretched * (GLCM_LEVELS - 1))).astype(np.uint8) * interior)
 
 
 def _percentiles(values: np.ndarray, counts: np.ndarray, q: tuple[float, ...]) -> list[np.ndarray]:
@@ -167,7 +181,7 @@ def edge_map(stack: np.ndarray, interior: np.ndarray) -> np.ndarray:
 def _lbp_features(stack: np.ndarray, interior: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Uniform-LBP(8, 1) summaries of the interiors (`uniform_lbp` codes of the 8-bit patches)."""
     bins = LBP_POINTS + 2
-    codes = np.where(interior, uniform_lbp(np.round(stack * 255).astype(np.uint8)), bins)  # bin `bins`: outside
+    codes = np.maximum(uniform_lbp(np.round(stack * 255).astype(np.uint8)), np.uint8(bins) * ~interior)  # outside: bins
     owner = np.arange(len(stack))[:, None, None] * (bins + 1)
     hist = np.bincount((codes + owner).ravel(), minlength=len(stack) * (bins + 1)).reshape(-1, bins + 1)[:, :bins]
     hist = hist / counts[:, None]
@@ -184,41 +198,83 @@ def uniform_lbp(stack: np.ndarray) -> np.ndarray:
     coordinates, zeros beyond the border, and its count of 0/1 changes (7, not wrapping around),
     so the codes are identical; one call per patch cost as much as everything else in the texture.
 
-    Neighbours on the pixel grid are compared as integers. The off-grid ones interpolate along the
-    columns first, as scikit-image does, and two neighbours with the same column offset share that
-    step (same weights, same pixels), so it is done once per column offset for the whole stack.
+    The zero-padded patches are read as one flat line (`_flat_padded`), so each neighbour is one
+    contiguous slice. Neighbours on the pixel grid are compared as integers; the off-grid ones
+    interpolate along the columns first, as scikit-image does, once per column offset (two
+    neighbours share it), then along the rows.
     """
     n, h, w = stack.shape
-    padded = np.pad(stack, ((0, 0), (1, 1), (1, 1)))
-    centre, wide = padded[:, 1:-1, 1:-1], None
-    angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
-    codes = np.zeros(stack.shape, np.uint8)
-    changes = np.zeros(stack.shape, np.uint8)
-    top, bottom = np.empty(stack.shape), np.empty(stack.shape)
-    along_cols = {}  # column offset -> (1 - fc) * left + fc * right for every padded row
+    flat, width, first, count = _flat_padded(stack)
+    wide = None  # the float64 values, for the interpolated neighbours
+
+    def span(values: np.ndarray, step: int, extra: int = 0) -> np.ndarray:  # the pixels `step` away
+        return values[first - extra + step:first + step + count + extra]
+
+    codes = np.zeros(count, np.uint8)
+    changes = np.zeros(count, np.uint8)
+    top, bottom = np.empty(count), np.empty(count)
+    along_cols = {}  # column offset -> (1 - fc) * left + fc * right, from a row above to a row below
     previous = None
-    for dr, dc in zip(np.round(-np.sin(angles), 5), np.round(np.cos(angles), 5)):
+    for dr, dc in _LBP_OFFSETS:
         r0, r1, c0, c1 = math.floor(dr), math.ceil(dr), math.floor(dc), math.ceil(dc)
         if r0 == r1 and c0 == c1:  # on the grid: the interpolation returns the pixel itself
-            signed = padded[:, 1 + r0:1 + r0 + h, 1 + c0:1 + c0 + w] >= centre
-        else:  # skimage's weights at the sample positions, and its order of operations
+            signed = span(flat, r0 * width + c0) >= span(flat, 0)
+        else:  # skimage's weights at the sample positions (row r, column c), and its order of operations
             if wide is None:
-                wide = padded.astype(np.float64)
+                wide = flat.astype(np.float64)
             if dc not in along_cols:
-                fc = (np.arange(w) + dc) - np.floor(np.arange(w) + dc)
-                interpolated = np.multiply(1 - fc, wide[:, :, 1 + c0:1 + c0 + w])
-                interpolated += fc * wide[:, :, 1 + c1:1 + c1 + w]
-                along_cols[dc] = interpolated
-            fr = ((np.arange(h) + dr) - np.floor(np.arange(h) + dr))[:, None]
-            np.multiply(1 - fr, along_cols[dc][:, 1 + r0:1 + r0 + h], out=top)
-            np.multiply(fr, along_cols[dc][:, 1 + r1:1 + r1 + h], out=bottom)
+                left, right = _lbp_weights(n, h, w, dc, "columns")
+                along_cols[dc] = np.multiply(left, span(wide, c0, width))
+                along_cols[dc] += np.multiply(right, span(wide, c1, width), out=np.empty_like(along_cols[dc]))
+            above, below = _lbp_weights(n, h, w, dr, "rows")
+            np.multiply(above, along_cols[dc][(1 + r0) * width:(1 + r0) * width + count], out=top)
+            np.multiply(below, along_cols[dc][(1 + r1) * width:(1 + r1) * width + count], out=bottom)
             top += bottom
-            signed = top >= centre  # the sign of texture - centre, as scikit-image tests it
+            signed = top >= span(wide, 0)  # the sign of texture - centre, as scikit-image tests it
         codes += signed
         if previous is not None:
             changes += signed != previous
         previous = signed
-    return np.where(changes <= 2, codes, LBP_POINTS + 1)
+    out = np.zeros(flat.shape, np.uint8)
+    out[first:first + count] = np.maximum(codes, np.uint8(LBP_POINTS + 1) * (changes > 2))  # codes <= 8 else
+    return out.reshape(n, h + 2, width)[:, 1:-1, 1:-1]
+
+
+_LBP_OFFSETS = tuple(zip(np.round(-np.sin(2 * np.pi * np.arange(LBP_POINTS) / LBP_POINTS), 5).tolist(),
+                         np.round(np.cos(2 * np.pi * np.arange(LBP_POINTS) / LBP_POINTS), 5).tolist()))
+"""(row, column) offset of each LBP neighbour, as scikit-image places them (rounded to 5 decimals)."""
+
+
+def _flat_padded(stack: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """The patches of a stack (n, h, w), each padded with one zero pixel all round, end to end on
+    one flat line, so a shift by (a, b) pixels is a shift by a (w + 2) + b along it and never
+    reaches another patch's pixels: the line, the padded width, the position of the first patch's
+    pixel (0, 0) and how many positions reach from it to the last patch's pixel (h - 1, w - 1)
+    (the pad positions among them are computed and ignored)."""
+    n, h, w = stack.shape
+    padded = np.zeros((n, h + 2, w + 2), stack.dtype)
+    padded[:, 1:-1, 1:-1] = stack
+    width = w + 2
+    return padded.reshape(-1), width, width + 1, (n * (h + 2) - 3) * width + w
+
+
+@functools.lru_cache(maxsize=16)
+def _lbp_weights(n: int, h: int, w: int, offset: float, axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's bilinear weights (1 - f, f), f = (x + offset) - floor(x + offset), at each
+    position of `_flat_padded`'s line: x is the pixel's column ("columns", over one more padded row
+    above and below) or row ("rows"); a stack of one shape always uses the same ones."""
+    width = w + 2
+    first, count = width + 1, (n * (h + 2) - 3) * width + w
+    if axis == "columns":
+        x = np.arange(first - width, first + count + width) % width - 1
+    else:
+        x = np.arange(first, first + count) % ((h + 2) * width) // width - 1
+    x = x + offset
+    f = x - np.floor(x)
+    weights = 1 - f, f
+    for array in weights:
+        array.flags.writeable = False
+    return weights
 
 
 GLCM_OFFSETS = ((0, 1), (1, 1), (1, 0), (1, -1))
