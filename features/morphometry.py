@@ -357,14 +357,12 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         out.update(_feret(box))
     if image is None:
         return out, grid, None
-    image = np.asarray(image, dtype=np.float32)
+    image = np.ascontiguousarray(image, dtype=np.float32)  # OpenCV reads it
     if "intensity" in groups:
         out.update(texture.intensity_features(image[top:top + height, left:left + width], box))
     if "texture" not in groups:
         return out, grid, None
-    mask = np.zeros(mask.shape, bool)
-    mask[top:top + height, left:left + width] = box
-    sampled = texture.texture_sample(image, mask)
+    sampled = texture.texture_sample(image, box, (top, left))
     if sampled is None:
         out[_UNSAMPLED] = True
     return out, grid, sampled

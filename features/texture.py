@@ -38,11 +38,13 @@ LBP_POINTS = 8
 GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 
-def texture_sample(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The crystal's grey values and mask at TEXTURE_SIZE (`square_patch`; the mask at the nearest
-    pixel, `square_sample`), or None when no pixel of the mask survives the sampling (a crystal a
-    pixel or two thin in a long crop: it has no texture to measure at this size)."""
-    inside = square_sample(mask, TEXTURE_SIZE)
+def texture_sample(image: np.ndarray, box: np.ndarray, corner: tuple[int, int] = (0, 0)
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The crystal's grey values and mask at TEXTURE_SIZE (`square_patch`; the mask, given as `box`
+    at `corner` of the image, at the nearest pixel, `square_sample`), or None when no pixel of the
+    mask survives the sampling (a crystal a pixel or two thin in a long crop: it has no texture to
+    measure at this size)."""
+    inside = square_sample(box, TEXTURE_SIZE, image.shape, corner)
     if not inside.any():
         return None
     return square_patch(image, TEXTURE_SIZE), inside
@@ -57,9 +59,12 @@ def square_centres(shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.nd
     return centres - (side - h) // 2, centres - (side - w) // 2
 
 
-def square_sample(array: np.ndarray, size: int) -> np.ndarray:
-    """`array` centred on a zero-padded square, sampled at `size` x `size` nearest pixels."""
-    rows, cols = square_centres(array.shape, size)
+def square_sample(array: np.ndarray, size: int, shape: tuple[int, int] | None = None,
+                  corner: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """An image of `shape` (default: the array's own) centred on a zero-padded square, sampled at
+    `size` x `size` nearest pixels, where the image is `array` at `corner` and zero elsewhere."""
+    rows, cols = square_centres(shape or array.shape, size)
+    rows, cols = rows - corner[0], cols - corner[1]
     out = np.zeros((size, size), array.dtype)
     (r0, r1), (c0, c1) = np.searchsorted(rows, [0, array.shape[0]]), np.searchsorted(cols, [0, array.shape[1]])
     out[r0:r1, c0:c1] = array.take(rows[r0:r1], axis=0).take(cols[c0:c1], axis=1)  # centres ascend
@@ -78,9 +83,12 @@ def square_patch(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Mean and spread of the crystal's native grey values."""
+    """Mean and spread of the crystal's native grey values: `values.mean()` and `values.std()` to the
+    bit (the same float32 reductions and divisions), without numpy's Python-level wrappers."""
     values = image[mask]
-    return {"intensity_mean": float(values.mean()), "intensity_std": float(values.std())}
+    mean = np.add.reduce(values) / len(values)
+    deviation = values - mean
+    return {"intensity_mean": float(mean), "intensity_std": float(np.sqrt(np.add.reduce(deviation * deviation) / len(values)))}
 
 
 STACK_BLOCK = 25

@@ -480,6 +480,19 @@ def test_texture_is_the_same_at_two_magnifications():
         pd.testing.assert_series_equal(table.iloc[k], table.iloc[0], check_names=False, rtol=1e-4, atol=1e-4)
 
 
+def test_intensity_columns_equal_numpys_mean_and_std():
+    """Computed without numpy's wrappers for speed; the float32 mean and std must stay numpy's to the bit."""
+    from features.texture import intensity_features
+
+    rng = np.random.default_rng(10)
+    for size in (1, 2, 7, 100, 1000, 40000):
+        image = (rng.random((1, size)) ** rng.uniform(0.2, 3)).astype(np.float32)
+        mask = np.ones(image.shape, bool)
+        mask[0, ::3] = size == 1
+        values = intensity_features(image, mask)
+        assert values == {"intensity_mean": float(image[mask].mean()), "intensity_std": float(image[mask].std())}
+
+
 def test_edge_map_is_the_sobel_magnitude_of_the_smoothed_patch():
     """The stacked OpenCV edge map equals scikit-image's Sobel of scipy's Gaussian (sigma 1) per
     patch, wherever the magnitude is not within float32 rounding of the threshold."""
