@@ -528,9 +528,9 @@ def _feret(box: np.ndarray) -> dict[str, float]:
     widths = projections.max(axis=0) - projections.min(axis=0)
     k = int(widths.argmin())
     along = hull @ (edges[k] / math.sqrt(edges[k] @ edges[k]))
-    diffs = hull[:, None, :] - hull[None, :, :]
+    across, down = hull[:, 1] - hull[:, 1, None], hull[:, 0] - hull[:, 0, None]  # between every two hull points
     return {
-        "feret_max_px": math.sqrt((diffs * diffs).sum(axis=2).max()),
+        "feret_max_px": math.sqrt((down * down + across * across).max()),
         "feret_min_px": float(widths[k]),
         "aspect_ratio_feret": float((along.max() - along.min()) / widths[k]),
     }

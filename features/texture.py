@@ -298,11 +298,14 @@ def glcm(levels: np.ndarray) -> np.ndarray:
     """
     n, h, w = levels.shape
     size = GLCM_LEVELS + 1
-    first_index = np.arange(n, dtype=np.intp)[:, None, None] * size * size + levels.astype(np.intp) * size  # (patch, i, .)
+    padded = np.zeros((n, h + 1, w + 1), np.intp)  # a background column right and row below each patch,
+    padded[:, :h, :w] = levels  # so on one flat line a step to a neighbour never pairs two patches' pixels
+    second = padded.reshape(-1)
+    first = second * size + np.repeat(np.arange(n) * size * size, (h + 1) * (w + 1))  # (patch, i, .)
     out = np.empty((GLCM_LEVELS, GLCM_LEVELS, n, len(GLCM_OFFSETS)), np.uint32)
     for k, (dr, dc) in enumerate(GLCM_OFFSETS):
-        pairs = first_index[:, :h - dr, max(0, -dc):w - max(0, dc)] + levels[:, dr:, max(0, dc):w + min(0, dc)]
-        counts = np.bincount(pairs.ravel(), minlength=n * size * size)
+        step = dr * (w + 1) + dc
+        counts = np.bincount(first[:-step] + second[step:], minlength=n * size * size)
         counts = counts.reshape(n, size, size)
         out[:, :, :, k] = (counts + counts.transpose(0, 2, 1))[:, 1:, 1:].transpose(1, 2, 0)
     return out
