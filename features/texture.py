@@ -88,7 +88,8 @@ def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     values = image[mask]
     mean = np.add.reduce(values) / len(values)
     deviation = values - mean
-    return {"intensity_mean": float(mean), "intensity_std": float(np.sqrt(np.add.reduce(deviation * deviation) / len(values)))}
+    spread = np.sqrt(np.add.reduce(deviation * deviation) / len(values))
+    return {"intensity_mean": float(mean), "intensity_std": float(spread)}
 
 
 STACK_BLOCK = 25

@@ -457,8 +457,8 @@ def test_texture_patch_is_the_area_average_of_the_padded_square_crop():
         pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
         square, square_mask = np.pad(image, pad), np.pad(mask, pad)
         patch, inside = texture_sample(image, mask)
-        np.testing.assert_allclose(patch, cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA),
-                                   rtol=1e-6, atol=1e-7)
+        expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(patch, expected, rtol=1e-6, atol=1e-7)
         if side % TEXTURE_SIZE == 0:
             k = side // TEXTURE_SIZE
             np.testing.assert_allclose(patch, square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3)),
