@@ -20,6 +20,7 @@ stack of fixed-size patches; `properties=` skips the measurements
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import warnings
@@ -49,7 +50,7 @@ OUTLINE_POINTS = 120
 enough for a tolerance of a few percent of the diameter, and the cost no longer grows with size."""
 
 _UNSAMPLED = "_texture_unsampled"
-"""Key of a measured row whose mask vanished at the texture size (see `texture.texture_patch`)."""
+"""Key of a measured row whose mask vanished at the texture size (see `texture.texture_sample`)."""
 
 PARALLEL_CHUNK = 50
 """Crystals per task of a worker process (and per texture stack): small enough that the last task
@@ -206,13 +207,8 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     images = _check_images(images, masks) if groups & _IMAGE_GROUPS else None
     pixel = _pixel_sizes(pixel_size_nm, n)
     items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
-    measured = _measure_all(items, groups, n_jobs, progress)
-    rows = [row for row, _ in measured]
-    matrices = {i: matrix for i, (_, matrix) in enumerate(measured) if matrix is not None}
+    rows = _measure_all(items, groups, n_jobs, progress)
     table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
-    if matrices:
-        for name, values in texture.glcm_features(np.concatenate(list(matrices.values()), axis=2)).items():
-            table.loc[list(matrices), name] = values
     for name, dim, _ in _SIZES:
         if dim == 1:
             table[f"{name}_nm"] = table[f"{name}_px"].astype(float) * pixel
@@ -285,8 +281,7 @@ _SHARED: list[tuple] = []
 """The (mask, image) pairs being measured, read by forked workers instead of pickled to them."""
 
 
-def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int,
-                 progress: bool = False) -> list[tuple[dict, np.ndarray | None]]:
+def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool = False) -> list[dict]:
     """`_measure_chunk` over every (mask, image) in chunks, over `n_jobs` forked processes when
     worth it (the workers inherit the crystals, so only the rows travel)."""
     if n_jobs < 1:
@@ -295,8 +290,7 @@ def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int,
         return _measure_spans(items, groups, n_jobs, progress)
 
 
-def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int,
-                   progress: bool) -> list[tuple[dict, np.ndarray | None]]:
+def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool) -> list[dict]:
     global _SHARED
     bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
     spans = [(i, min(i + PARALLEL_CHUNK, len(items))) for i in range(0, len(items), PARALLEL_CHUNK)]
@@ -318,15 +312,15 @@ def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int,
     return results
 
 
-def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[tuple[dict, np.ndarray | None]]:
+def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[dict]:
     return _measure_chunk(_SHARED[span[0]:span[1]], groups)
 
 
-def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[tuple[dict, np.ndarray | None]]:
-    """Rows of some crystals and their GLCMs (None without texture): shape per crystal, then the
-    outlines traced and the texture of all their patches measured at once."""
+def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[dict]:
+    """Rows of some crystals: shape per crystal, then the outlines traced and the texture of all
+    their patches measured at once."""
     measured = [_measure(mask, image, groups) for mask, image in items]
-    rows, matrices = [row for row, _, _ in measured], [None] * len(items)
+    rows = [row for row, _, _ in measured]
     smoothed = [i for i, (_, grid, _) in enumerate(measured) if grid is not None]
     for i, contour in zip(smoothed, _contours([measured[i][1] for i in smoothed])):
         rows[i].update(_outline(contour, rows[i]["diameter_equivalent_px"]))
@@ -334,12 +328,11 @@ def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[tuple[dic
                                           or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
     sampled = [i for i, (_, _, patch) in enumerate(measured) if patch is not None]
     if sampled:
-        values, glcms = texture.texture_measures(np.stack([measured[i][2][0] for i in sampled]),
-                                                 np.stack([measured[i][2][1] for i in sampled]))
+        values = texture.texture_measures(np.stack([measured[i][2][0] for i in sampled]),
+                                          np.stack([measured[i][2][1] for i in sampled]))
         for k, i in enumerate(sampled):
             rows[i].update({name: column[k].item() for name, column in values.items()})
-            matrices[i] = glcms[:, :, k:k + 1]
-    return list(zip(rows, matrices))
+    return rows
 
 
 def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
@@ -364,14 +357,12 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         out.update(_feret(box))
     if image is None:
         return out, grid, None
-    image = np.asarray(image, dtype=np.float32)
+    image = np.ascontiguousarray(image, dtype=np.float32)  # OpenCV reads it
     if "intensity" in groups:
         out.update(texture.intensity_features(image[top:top + height, left:left + width], box))
     if "texture" not in groups:
         return out, grid, None
-    mask = np.zeros(mask.shape, bool)
-    mask[top:top + height, left:left + width] = box
-    sampled = texture.texture_sample(image, mask)
+    sampled = texture.texture_sample(image, box, (top, left))
     if sampled is None:
         out[_UNSAMPLED] = True
     return out, grid, sampled
@@ -473,7 +464,7 @@ def _outline_grid(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, in
     every slanted side by up to 8 % and make a disc look 10 % less circular than it is. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
-    smoothed mask reaches are computed, from the kernel taps there (`texture.gaussian_sample`).
+    smoothed mask reaches are computed, from the kernel taps there (`_gaussian_sample`).
     """
     step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
@@ -485,8 +476,40 @@ def _outline_grid(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, in
         grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
         grids.append(grid[0])
         at.append(grid - start)
-    smooth = texture.gaussian_sample(box, *at, sigma, border="constant")[2].astype(np.float32)
+    smooth = _gaussian_sample(box, *at, sigma).astype(np.float32)
     return _Grid(smooth, np.array(grids, dtype=np.float64), step, box, corner)
+
+
+def _gaussian_sample(array: np.ndarray, at_rows: np.ndarray, at_cols: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy's separable Gaussian filter of a 2-D array with zeros beyond it (mode 'constant'),
+    evaluated only at the grid of rows `at_rows` and columns `at_cols` (float64), from the kernel
+    taps there (`_gaussian_taps`), rows first: a large crop costs a few taps per grid point instead
+    of a full filter pass."""
+    (row_taps, row_weights), (col_taps, col_weights) = (_gaussian_taps(at, n, sigma)
+                                                        for at, n in zip((at_rows, at_cols), array.shape))
+    along_rows = np.einsum("rk,rkw->rw", row_weights, array[row_taps])
+    return np.einsum("ck,rck->rc", col_weights, along_rows[:, col_taps])
+
+
+def _gaussian_taps(at: np.ndarray, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a line of n pixels
+    reads the line: the pixel under each tap, (len(at), taps), and its weight (0 beyond the line),
+    so that `(weights * line[pixels]).sum(1)` is the filtered line there."""
+    offsets, kernel = _gaussian_kernel(sigma)
+    pixels = at[:, None] + offsets
+    inside = (pixels >= 0) & (pixels < n)
+    return np.where(inside, pixels, 0), np.where(inside, kernel, 0.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _gaussian_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share it."""
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
+    kernel /= kernel.sum()
+    offsets.flags.writeable = kernel.flags.writeable = False
+    return offsets, kernel
 
 
 def _feret(box: np.ndarray) -> dict[str, float]:
@@ -505,9 +528,9 @@ def _feret(box: np.ndarray) -> dict[str, float]:
     widths = projections.max(axis=0) - projections.min(axis=0)
     k = int(widths.argmin())
     along = hull @ (edges[k] / math.sqrt(edges[k] @ edges[k]))
-    diffs = hull[:, None, :] - hull[None, :, :]
+    across, down = hull[:, 1] - hull[:, 1, None], hull[:, 0] - hull[:, 0, None]  # between every two hull points
     return {
-        "feret_max_px": math.sqrt((diffs * diffs).sum(axis=2).max()),
+        "feret_max_px": math.sqrt((down * down + across * across).max()),
         "feret_min_px": float(widths[k]),
         "aspect_ratio_feret": float((along.max() - along.min()) / widths[k]),
     }

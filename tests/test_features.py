@@ -441,19 +441,90 @@ def test_a_property_selection_computes_only_those_columns_with_the_same_values()
         morphometry_table(masks, properties=["sharpness"])
 
 
-def test_texture_smoothing_of_the_sampled_pixels_only_equals_filtering_the_whole_crop():
-    """`smooth_sample` computes only the pixels `square_sample` keeps; it must equal scipy's filter
-    ('reflect' border) followed by the sampling, for wide, tall, thin and tiny crops."""
-    from scipy import ndimage as ndi
+def test_texture_patch_is_the_area_average_of_the_padded_square_crop():
+    """The texture patch is the crop centred on a zero-padded square and shrunk by OpenCV's area
+    interpolation: for a whole shrink factor each patch pixel is the mean of its block of the
+    square, and the mask is sampled at the patch pixel centres; wide, tall, thin and square crops."""
+    import cv2
 
-    from features.texture import TEXTURE_SIZE, smooth_sample, square_sample
+    from features.texture import TEXTURE_SIZE, texture_sample
 
     rng = np.random.default_rng(4)
-    for shape in [(300, 170), (90, 400), (3, 200), (60, 60), (49, 7)]:
+    for shape in [(300, 170), (90, 400), (9, 200), (60, 60), (144, 97), (49, 7)]:
         image = rng.random(shape).astype(np.float32)
-        sigma = (max(shape) / TEXTURE_SIZE - 1) / 2 or 0.4
-        expected = square_sample(ndi.gaussian_filter(image, sigma), TEXTURE_SIZE)
-        np.testing.assert_allclose(smooth_sample(image, sigma, TEXTURE_SIZE), expected, rtol=1e-5, atol=1e-6)
+        mask = rng.random(shape) < 0.9
+        side = max(shape)
+        pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
+        square, square_mask = np.pad(image, pad), np.pad(mask, pad)
+        patch, inside = texture_sample(image, mask)
+        expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(patch, expected, rtol=1e-6, atol=1e-7)
+        if side % TEXTURE_SIZE == 0:
+            k = side // TEXTURE_SIZE
+            np.testing.assert_allclose(patch, square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3)),
+                                       rtol=1e-5, atol=1e-6)
+        centres = ((np.arange(TEXTURE_SIZE) + 0.5) * side / TEXTURE_SIZE).astype(int)
+        assert np.array_equal(inside, square_mask[np.ix_(centres, centres)])
+
+
+def test_texture_is_the_same_at_two_magnifications():
+    """A crystal imaged at 2 and 3 times the magnification (each pixel becomes a k x k block) gives
+    the same texture patch, so the same texture columns."""
+    rng = np.random.default_rng(8)
+    mask, image = faceted_crystal(64, rng)
+    masks = [mask] + [np.kron(mask, np.ones((k, k), bool)) for k in (2, 3)]
+    images = [image] + [np.kron(image, np.ones((k, k), np.float32)) for k in (2, 3)]
+    table = morphometry_table(masks, images, properties=list(morphometry.TEXTURE_COLUMNS))
+    assert table.notna().all().all()
+    for k in (1, 2):
+        pd.testing.assert_series_equal(table.iloc[k], table.iloc[0], check_names=False, rtol=1e-4, atol=1e-4)
+
+
+def test_intensity_columns_equal_numpys_mean_and_std():
+    """Computed without numpy's wrappers for speed; the float32 mean and std must stay numpy's to the bit."""
+    from features.texture import intensity_features
+
+    rng = np.random.default_rng(10)
+    for size in (1, 2, 7, 100, 1000, 40000):
+        image = (rng.random((1, size)) ** rng.uniform(0.2, 3)).astype(np.float32)
+        mask = np.ones(image.shape, bool)
+        mask[0, ::3] = size == 1
+        values = intensity_features(image, mask)
+        assert values == {"intensity_mean": float(image[mask].mean()), "intensity_std": float(image[mask].std())}
+
+
+def test_edge_map_is_the_sobel_magnitude_of_the_smoothed_patch():
+    """The stacked OpenCV edge map equals scikit-image's Sobel of scipy's Gaussian (sigma 1) per
+    patch, wherever the magnitude is not within float32 rounding of the threshold."""
+    from scipy import ndimage as ndi
+    from skimage.filters import sobel
+
+    from features.texture import EDGE_THRESHOLD, edge_map
+
+    rng = np.random.default_rng(9)
+    stack = np.cumsum(rng.standard_normal((150, 20, 24)), 2)  # more patches than one OpenCV call takes
+    stack = ((stack - stack.min()) / np.ptp(stack)).astype(np.float32) * 4 % 1
+    interior = rng.random(stack.shape) < 0.8
+    magnitude = np.stack([sobel(ndi.gaussian_filter(patch.astype(np.float64), 1.0)) for patch in stack])
+    clear = np.abs(magnitude - EDGE_THRESHOLD) > 1e-5
+    edges = edge_map(stack, interior)
+    assert np.array_equal(edges[clear], ((magnitude > EDGE_THRESHOLD) & interior)[clear])
+    assert 0.2 < edges.mean() < 0.6 and clear.mean() > 0.99
+
+
+def test_outline_smoothing_at_the_grid_points_equals_filtering_the_whole_mask():
+    """The outline grid is smoothed only where it is traced; that must equal scipy's Gaussian
+    filter of the whole mask with zeros beyond it, at any rows and columns, inside or beyond it."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(4)
+    for shape, sigma in [((30, 17), 1.0), ((9, 40), 2.5), ((1, 12), 1.0), ((25, 25), 4.0)]:
+        box = rng.random(shape) < 0.7
+        rows, cols = np.arange(-6, shape[0] + 6, 2), np.arange(-7, shape[1] + 7, 3)
+        margin = 8 + int(4 * sigma + 0.5)
+        expected = ndi.gaussian_filter(np.pad(box.astype(np.float64), margin), sigma, mode="constant")
+        np.testing.assert_allclose(morphometry._gaussian_sample(box, rows, cols, sigma),
+                                   expected[np.ix_(rows + margin, cols + margin)], rtol=1e-12, atol=1e-15)
 
 
 def test_solid_mask_fills_holes_and_keeps_the_largest_8_connected_component():
