@@ -248,6 +248,16 @@ def matrix_level(smooth: np.ndarray, level: float) -> float:
     return float(np.median(smooth[smooth <= level]))
 
 
+def multiotsu_levels(bright: np.ndarray, noise: float) -> tuple[float, float, float | None]:
+    """(matrix level, lower three-class multi-Otsu threshold, lowest four-class threshold or None)
+    of an image of bright crystals: the four-class threshold only where it lies DIM_SIGNIFICANCE
+    residual-noise sd above the matrix (a clean image, where dim crystals can be told from noise)."""
+    three = filters.threshold_multiotsu(bright, classes=3)[0]
+    matrix = matrix_level(bright, three)
+    four = filters.threshold_multiotsu(bright, classes=4)[0]
+    return matrix, three, four if four >= matrix + DIM_SIGNIFICANCE * noise else None
+
+
 def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarray, limit: float) -> np.ndarray:
     """Each label >= `first` joins the label below `first` it shares the longest boundary with,
     where the mean gradient along that boundary is below `limit` (no brightness step: one crystal)."""
@@ -445,11 +455,8 @@ class ClassicalSegmenter:
             fg = smooth > filters.threshold_li(smooth)
         elif self.threshold == "multiotsu":
             otsu = filters.threshold_otsu(smooth)
-            level = filters.threshold_multiotsu(smooth, classes=3)[0]
-            matrix = matrix_level(smooth, level)
-            dim = filters.threshold_multiotsu(smooth, classes=4)[0]
-            if dim >= matrix + DIM_SIGNIFICANCE * noise:
-                level = dim
+            matrix, level, dim = multiotsu_levels(smooth, noise)
+            level = level if dim is None else dim
             fg = smooth > min(max(level, matrix + SIGNIFICANCE * noise), otsu)
         else:
             size = self.block_size / block if self.block_size else 4 * low
@@ -514,9 +521,8 @@ class ClassicalSegmenter:
         if self.dim_fraction is None or self.threshold != "multiotsu" or not fg.any():
             return none
         bright = smooth.max() - smooth if self.polarity == "dark" else smooth
-        matrix = matrix_level(bright, filters.threshold_multiotsu(bright, classes=3)[0])
-        level = filters.threshold_multiotsu(bright, classes=4)[0]
-        if level < matrix + DIM_SIGNIFICANCE * noise:
+        matrix, _, level = multiotsu_levels(bright, noise)
+        if level is None:
             return none
         dim = (bright > matrix + self.dim_fraction * (level - matrix)) & ~fg
         dim = ndi.binary_opening(dim, morphology.disk(max(1, round(DIM_OPENING * low))))
@@ -531,10 +537,10 @@ class ClassicalSegmenter:
         smooth, noise = self._smooth(work, low, block)
         fg = self._mask(smooth, noise, low, block)
         grad = filters.sobel(smooth)
+        edge = float(np.median(grad[fg & ~ndi.binary_erosion(fg)])) if fg.any() else 0.0  # outline gradient
         cut = fg
         if self.edge_cut is not None and fg.any():
-            outline = fg & ~ndi.binary_erosion(fg)
-            cut = fg & (grad < self.edge_cut * np.median(grad[outline]))
+            cut = fg & (grad < self.edge_cut * edge)
         dist = ndi.distance_transform_edt(fg)
         cut_dist = ndi.distance_transform_edt(cut) if cut is not fg else dist
         dim = self._dim_mask(smooth, fg, noise, low)
@@ -545,8 +551,6 @@ class ClassicalSegmenter:
             found = segmentation.watershed(self._relief(dim_dist, dim_dist, grad, low), np.where(dim, seeds, 0),
                                            mask=dim)
             first = int(seeds.max()) + 1
-            outline = fg & ~ndi.binary_erosion(fg)
-            edge = float(np.median(grad[outline]))
             at = dim & ~ndi.binary_erosion(dim)
             n = int(found.max()) + 1
             rim = np.bincount(found[at], grad[at], n) / np.maximum(np.bincount(found[at], minlength=n), 1)

@@ -97,8 +97,11 @@ def drop_ignored(pred_labels: np.ndarray, true_labels: np.ndarray, ignore: np.nd
     area = np.bincount(pred.ravel())
     inside = np.bincount(pred[ignore & (true == 0)], minlength=area.size)
     candidates = np.flatnonzero((inside >= 0.5 * area) & (area > 0))
+    candidates = candidates[candidates > 0]
+    if not candidates.size:  # nothing lies mostly there (as on labels already dropped): no matching needed
+        return pred, 0
     matched = {p for _, p, _ in match_instances(pred, true, iou_threshold)}
-    dropped = [c for c in candidates if c > 0 and c not in matched]
+    dropped = [c for c in candidates if c not in matched]
     if not dropped:
         return pred, 0
     return np.where(np.isin(pred, dropped), 0, pred), len(dropped)
