@@ -133,10 +133,10 @@ shallow the neck between them, dip by more (by 13% of their radius where their c
 radius apart)."""
 MIN_ESTIMATE_PX = 4.0
 """Smallest crystal diameter an estimate may give: below this, an outline is noise."""
-RESOLVED = 8.0
-"""The image is smoothed at 1/RESOLVED of the smallest crystal, and a crystal is resolved only when it
-spans RESOLVED smoothing sigmas: where the noise forces a wider smoothing (`denoising_sigma_px`), an
-instance narrower than that is a piece the noisy relief cut from a crystal, not a crystal."""
+RESOLVED_SIGMAS = 6.0
+"""An instance narrower than this many smoothing sigmas has no interior: a Gaussian spreads an outline
+over 2.6 sigma (10-90%), so it is two blurred edges, a piece the noisy relief cut from a crystal.
+Only binds where the noise forces smoothing wider than 1/8 of the smallest crystal."""
 
 
 class ScaleWarning(UserWarning):
@@ -436,13 +436,13 @@ class ClassicalSegmenter:
         return image, low / block, None if high is None else high / block, block
 
     def _smooth(self, image: np.ndarray, low: float, block: int) -> tuple[np.ndarray, float, float]:
-        """Gaussian at 1/RESOLVED of the smallest crystal, or more where the image's noise needs it
+        """Gaussian at 1/8 of the smallest crystal, or more where the image's noise needs it
         (`denoising_sigma_px`); the sd of the noise left after it; and its sigma."""
         noise = pixel_noise(image)
         if self.smoothing is not None:
             sigma = self.smoothing / block
         else:
-            sigma = max(low / RESOLVED, denoising_sigma_px(image, noise))
+            sigma = max(low / 8, denoising_sigma_px(image, noise))
         smooth = filters.gaussian(image, sigma=sigma) if sigma > 0 else image
         return smooth, smoothed_noise(noise, sigma), sigma
 
@@ -478,12 +478,13 @@ class ClassicalSegmenter:
         return _upsample(self._mask(smooth, noise, low, block), block, shape)
 
     def _smallest_kept(self, low: float, sigma: float) -> float:
-        """Diameter (working px) of the smallest instance kept: the smallest crystal, or, where that
-        was not given (estimated or a default range) and the noise forced a wider smoothing `sigma`,
-        RESOLVED sigmas (a noisy image of 11-40 px crystals, estimated smallest 4 px: F1 0.717 -> ?)."""
+        """Diameter (working px) of the smallest instance kept: the smallest crystal, and, where that
+        is not the user's (estimated, or a default range), at least RESOLVED_SIGMAS x the smoothing
+        `sigma` (noisy 11-40 px particles, where the estimate reaches its 4 px floor: the pieces
+        a seed spacing of 5 px cuts are dropped)."""
         if self.min_crystal_px is not None and not self.size_prior:
             return low
-        return max(low, RESOLVED * sigma)
+        return max(low, RESOLVED_SIGMAS * sigma)
 
     def _seeds(self, dist: np.ndarray, low: float, whole: np.ndarray | None = None) -> np.ndarray:
         """Labelled watershed seeds (module doc, step 4): distance-transform peaks highest within
