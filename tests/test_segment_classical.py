@@ -389,6 +389,33 @@ def test_a_dim_crystal_shaded_across_the_threshold_stays_one_crystal():
     assert ClassicalSegmenter(min_crystal_px=10, dim_join=0.0).segment(image).max() == labels.max() + 2
 
 
+def test_dim_crystals_smaller_than_the_estimated_smallest_are_found():
+    """Dim particles a little under the threshold and smaller than the estimated smallest crystal
+    (ampis-powder: 4-12 px at grey 0.15-0.22, threshold 0.21, estimated smallest 10-13 px) are
+    found where the size is estimated (the dim step cut them with the minimum area before); with
+    a smallest crystal the user gives, they are left out as before."""
+    rng = np.random.default_rng(2)
+    shape, labels, k = (320, 320), np.zeros((320, 320), np.uint16), 0
+    grey, cols = np.full(shape, 0.07), np.mgrid[:320, :320][1]
+    for r, c in [(60, 60), (60, 220), (220, 70), (225, 230)]:  # shaded bright crystals, ~100 px
+        k += 1
+        disk = draw.disk((r, c), 48, shape=shape)
+        labels[disk], grey[disk] = k, 0.8 - 0.62 * np.clip((cols[disk] - c + 48) / 96, 0, 1)
+    for r, c, radius, level in [(60, 125, 14, 0.15), (140, 225, 14, 0.15), (140, 140, 4, 0.17),
+                                (20, 140, 4, 0.17), (300, 150, 4, 0.17)]:
+        k += 1
+        disk = draw.disk((r, c), radius, shape=shape)
+        free = labels[disk] == 0
+        labels[disk[0][free], disk[1][free]], grey[disk[0][free], disk[1][free]] = k, level
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    low = estimate_crystal_size_px(image)[0]
+    assert 8 < low < 12  # the 8 px dim crystals are below it
+    found = {t for t, _, iou in match_instances(ClassicalSegmenter().segment(image), labels) if iou > 0.75}
+    assert found == set(range(1, 10))  # the small ones at IoU 0.82
+    given = ClassicalSegmenter(min_crystal_px=low).segment(image)
+    assert {t for t, _, _ in match_instances(given, labels)} == set(range(1, 7))
+
+
 def test_a_brighter_patch_of_matrix_without_an_outline_is_not_a_dim_crystal(monkeypatch):
     """A dim crystal has an outline; a patch of matrix brightened by charging fades out without one
     and was taken for a dim crystal (23 on the synthetic default scenes) before DIM_EDGE."""
