@@ -59,7 +59,9 @@ beat. Pipeline:
    dim region that touches a crystal across no brightness step (`dim_join`) is the dim part of
    that crystal and joins it; across a step (an occluding edge), it is a crystal of its own
    (ampis-powder F1 0.800 -> 0.828; noisy images, where the lower threshold would be noise, are
-   left alone);
+   left alone). Where the size range is not the user's, dim regions smaller than the smallest
+   crystal, down to MIN_ESTIMATE_PX, are crystals too if their outline is twice as strong
+   (`SMALL_DIM_EDGE`): small particles a little under the threshold (ampis-powder 0.829 -> 0.833);
 6. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter). Where the
    size range is not the user's and the noise forced a smoothing wider than 1/8 of the smallest
    crystal, the smallest instance kept spans `RESOLVED_SIGMAS` smoothing sigmas: narrower ones are
