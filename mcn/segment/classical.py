@@ -79,6 +79,8 @@ import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage import feature, filters, morphology, segmentation
 
@@ -119,6 +121,11 @@ DIM_EDGE = 0.075
 the crystal outlines' median gradient: a crystal has an outline, a brighter patch of the matrix
 (uneven charging or coating) fades out without one (on the synthetic scenes 23 such patches were
 taken for crystals; a dim ampis-powder particle's rim is a step of 0.1 on a 0.4 outline contrast)."""
+STEP_CORE = 0.5
+"""Brightness plateaus (module doc, step 6) grow from pixels whose gradient is below this fraction of
+the outlines' median gradient: inside one crystal the shading changes smoothly, while the rim or
+crevice between two touching crystals is a step about half as strong as an outline (ampis-powder:
+0.3-0.8 of it between a dim particle and the bright one in front)."""
 PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
@@ -280,6 +287,42 @@ def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarra
     return lut[labels]
 
 
+def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels on the two sides of each 4-connected pixel edge between two different labels > 0."""
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    across = (a > 0) & (b > 0) & (a != b)
+    return a[across], b[across]
+
+
+def _most_shared(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """For each value 0..n-1 of `a`, the value of `b` paired with it most often (0 where none)."""
+    m = int(b.max(initial=0)) + 1
+    pairs, count = np.unique(a.astype(np.int64) * m + b, return_counts=True)
+    order = np.lexsort((-count, pairs // m))  # by a, the most frequent b first
+    chosen = pairs[order][np.unique(pairs[order] // m, return_index=True)[1]]
+    most = np.zeros(n, np.int64)
+    most[chosen // m] = chosen % m
+    return most
+
+
+def brightness_plateaus(bright: np.ndarray, grad: np.ndarray, mask: np.ndarray, core: float, contrast: float,
+                        min_core_px: float) -> np.ndarray:
+    """Labels (0 outside `mask`) of the regions of even brightness inside `mask`: grown over the
+    gradient from cores (connected pixels with gradient below `core`, at least `min_core_px`), and
+    neighbouring regions joined where their mean brightness differs by less than `contrast` (texture
+    and smooth shading: one plateau; a separate particle: a plateau of its own)."""
+    cores, n = ndi.label(mask & (grad < core))
+    cores = np.where(np.bincount(cores.ravel(), minlength=n + 1)[cores] >= min_core_px, cores, 0)
+    regions = segmentation.watershed(grad, cores, mask=mask)
+    n = int(regions.max()) + 1
+    mean = np.bincount(regions.ravel(), bright.ravel(), n) / np.maximum(np.bincount(regions.ravel(), minlength=n), 1)
+    a, b = _neighbours(regions)
+    even = np.abs(mean[a] - mean[b]) < contrast
+    graph = coo_matrix((np.ones(int(even.sum())), (a[even], b[even])), shape=(n, n))
+    return np.where(mask, connected_components(graph, directed=False)[1][regions], 0)
+
+
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
     """`func` (np.mean, np.max) over block x block tiles; edges padded by replication."""
     if block == 1:
@@ -335,6 +378,12 @@ class ClassicalSegmenter:
     dim_join: a dim region joins the crystal it touches when the mean gradient along their shared
         boundary is below this fraction of the outline's median gradient (no brightness step: the
         dim part of one crystal, not a dim crystal behind a bright one).
+    step_contrast: on clean images, a brightness plateau inside a segmented crystal that is smaller
+        and dimmer than the plateau it borders most, where neighbouring regions differing by at least
+        this fraction of the dim-crystal contrast (lowest four-class threshold minus matrix level) are
+        separate plateaus, is a crystal of its own (module doc, step 6): a particle lower in the field
+        or partly hidden behind the bright one in front, with no neck for the distance transform;
+        None: not split.
     """
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
@@ -344,7 +393,7 @@ class ClassicalSegmenter:
                  max_hole_px: int | None = None, edge_weight: float = 5.0, cut_relief: float = 0.5,
                  work_min_px: float | None = 12.0,
                  preprocessor=None, max_pixels: int | None = MAX_IMAGE_PIXELS,
-                 dim_fraction: float | None = 0.5, dim_join: float = 0.3):
+                 dim_fraction: float | None = 0.5, dim_join: float = 0.3, step_contrast: float | None = 0.5):
         self.min_crystal_px = min_crystal_px
         self.max_crystal_px = max_crystal_px
         self.size_prior = size_prior
@@ -364,6 +413,7 @@ class ClassicalSegmenter:
         self.max_pixels = max_pixels
         self.dim_fraction = dim_fraction
         self.dim_join = dim_join
+        self.step_contrast = step_contrast
 
     @classmethod
     def for_pixel_size(cls, pixel_size_nm: float, crystal_size_nm: tuple[float, float] | None = None,
@@ -386,6 +436,8 @@ class ClassicalSegmenter:
             raise ValueError(f"min_crystal_px must be > 0; got {self.min_crystal_px}")
         if not 0 < self.split_ratio < 1:
             raise ValueError(f"split_ratio must be in (0, 1); got {self.split_ratio}")
+        if self.step_contrast is not None and not self.step_contrast > 0:
+            raise ValueError(f"step_contrast must be > 0 or None; got {self.step_contrast}")
         if self.dim_fraction is not None and not 0 < self.dim_fraction < 1:
             raise ValueError(f"dim_fraction must be in (0, 1) or None; got {self.dim_fraction}")
         if not self.seed_spacing > 0:
@@ -530,6 +582,40 @@ class ClassicalSegmenter:
         dim = morphology.remove_small_holes(dim, max_size=8 * min_area)
         return morphology.remove_small_objects(dim, max_size=min_area) & ~fg
 
+    def _split_dim_plateaus(self, labels: np.ndarray, smooth: np.ndarray, grad: np.ndarray, noise: float,
+                            edge: float, low: float) -> np.ndarray:
+        """Dim crystals merged into a brighter one (module doc, step 6) as labels of their own; none
+        unless the image is clean enough for the four-class threshold (DIM_SIGNIFICANCE)."""
+        if self.step_contrast is None or self.threshold != "multiotsu" or not labels.any():
+            return labels
+        bright = smooth.max() - smooth if self.polarity == "dark" else smooth
+        matrix, _, level = multiotsu_levels(bright, noise)
+        if level is None:
+            return labels
+        mask = labels > 0
+        plateau = brightness_plateaus(bright, grad, mask, STEP_CORE * edge, self.step_contrast * (level - matrix),
+                                      np.pi / 4 * (DIM_OPENING * low) ** 2)
+        n = int(plateau.max()) + 1
+        area = np.bincount(plateau.ravel(), minlength=n)
+        mean = np.bincount(plateau.ravel(), bright.ravel(), n) / np.maximum(area, 1)
+        a, b = _neighbours(plateau)
+        host = _most_shared(np.concatenate([a, b]), np.concatenate([b, a]), n)  # longest shared boundary
+        seam = np.zeros_like(mask)
+        seam[:, :-1] |= plateau[:, :-1] != plateau[:, 1:]
+        seam[:-1, :] |= plateau[:-1, :] != plateau[1:, :]
+        thick = ndi.maximum(ndi.distance_transform_edt(mask & ~seam), plateau, np.arange(n))
+        dim_level = level if self.dim_fraction is None else matrix + self.dim_fraction * (level - matrix)
+        own = (host > 0) & (mean < mean[host]) & (area < area[host])  # lower, or behind the one it borders
+        own &= thick >= low / 2  # holds the smallest crystal's inscribed disc
+        own &= mean > dim_level  # a crystal, not a filled hole of matrix between crystals
+        own &= np.bincount(plateau[mask & ~ndi.binary_erosion(mask)], minlength=n) >= low  # an outline: no pit
+        label = _most_shared(plateau[mask], labels[mask], n)  # the label holding most of it
+        shared = np.bincount(plateau[mask], labels[mask] == label[plateau[mask]], n)
+        own &= shared < np.bincount(labels.ravel())[label] / 2  # not (most of) a label of its own already
+        ids = np.zeros(n, np.int64)
+        ids[own] = int(labels.max()) + 1 + np.arange(int(own.sum()))
+        return np.where(ids[plateau] > 0, ids[plateau], labels)
+
     def segment(self, image: np.ndarray) -> np.ndarray:
         """uint16 instance labels (0 = matrix) of a 2-D grey image in [0, 1]."""
         shape = np.shape(image)
@@ -557,6 +643,7 @@ class ClassicalSegmenter:
             found = np.where(rim[found] >= DIM_EDGE * edge, found, 0)  # a crystal has an outline
             labels = _join_across_weak_boundaries(np.where(found > 0, found + first - 1, labels), first, grad,
                                                   self.dim_join * edge)
+        labels = self._split_dim_plateaus(labels, smooth, grad, noise, edge, low)
         min_area = int(np.pi / 4 * low ** 2)
         max_area = None if high is None else int(np.pi / 4 * high ** 2)
         labels = filter_labels(labels, min_area, max_area)
