@@ -603,10 +603,10 @@ class ClassicalSegmenter:
         seam = np.zeros_like(mask)
         seam[:, :-1] |= plateau[:, :-1] != plateau[:, 1:]
         seam[:-1, :] |= plateau[:-1, :] != plateau[1:, :]
-        thick = ndi.maximum(ndi.distance_transform_edt(mask & ~seam), plateau, np.arange(n))
+        core = ndi.distance_transform_edt(mask & ~seam) >= low / 2
         dim_level = level if self.dim_fraction is None else matrix + self.dim_fraction * (level - matrix)
         own = (host > 0) & (mean < mean[host]) & (area < area[host])  # lower, or behind the one it borders
-        own &= thick >= low / 2  # holds the smallest crystal's inscribed disc
+        own &= np.bincount(plateau[core], minlength=n) > 0  # holds the smallest crystal's inscribed disc
         own &= mean > dim_level  # a crystal, not a filled hole of matrix between crystals
         own &= np.bincount(plateau[mask & ~ndi.binary_erosion(mask)], minlength=n) >= low  # an outline: no pit
         label = _most_shared(plateau[mask], labels[mask], n)  # the label holding most of it
