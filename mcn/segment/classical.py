@@ -71,7 +71,7 @@ beat. Pipeline:
    level (not a filled gap of matrix) and has an outline of at least one smallest-crystal diameter
    on the matrix (not a pit in a crystal's surface) becomes a crystal of its own, unless its centre
    lies inside the largest inscribed disc of the crystal it was part of (a shaded facet, as in
-   step 4) (ampis-powder F1 0.829 -> 0.835; synthetic default 0.856 -> 0.854, noisy images are
+   step 4) (ampis-powder F1 0.829 -> 0.835, synthetic default unchanged at 0.856; noisy images are
    left alone);
 7. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter).
 
