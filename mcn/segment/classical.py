@@ -406,7 +406,8 @@ class ClassicalSegmenter:
                  max_hole_px: int | None = None, edge_weight: float = 5.0, cut_relief: float = 0.5,
                  work_min_px: float | None = 12.0,
                  preprocessor=None, max_pixels: int | None = MAX_IMAGE_PIXELS,
-                 dim_fraction: float | None = 0.5, dim_join: float = 0.3, step_contrast: float | None = 0.5):
+                 dim_fraction: float | None = 0.5, dim_join: float = 0.3,
+                 step_contrast: float | None = 0.5):
         self.min_crystal_px = min_crystal_px
         self.max_crystal_px = max_crystal_px
         self.size_prior = size_prior
