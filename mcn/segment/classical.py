@@ -319,6 +319,15 @@ def _most_shared(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return most
 
 
+def _deepest(values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Flat position of the largest value of `values` in each label of `index` (`ndi.maximum_position`
+    scans every label: 0.3 s on an image of thousands)."""
+    at = np.flatnonzero(np.isin(labels, index))
+    order = np.lexsort((-values.ravel()[at], labels.ravel()[at]))
+    found, first = np.unique(labels.ravel()[at][order], return_index=True)
+    return at[order][first][np.searchsorted(found, index)]
+
+
 def brightness_plateaus(bright: np.ndarray, grad: np.ndarray, mask: np.ndarray, core: float, contrast: float,
                         min_core_px: float) -> np.ndarray:
     """Labels (0 outside `mask`) of the regions of even brightness inside `mask`: grown over the
@@ -629,11 +638,11 @@ class ClassicalSegmenter:
         own &= shared < np.bincount(labels.ravel())[label] / 2  # not (most of) a label of its own already
         found = np.flatnonzero(own)
         if found.size:  # another crystal's centre cannot lie inside a crystal's largest inscribed disc
-            centre = np.array(ndi.maximum_position(inner, plateau, found), float).reshape(-1, 2)
             whole = ndi.distance_transform_edt(mask)
-            host_centre = np.array(ndi.maximum_position(whole, labels, label[found]), int).reshape(-1, 2)
-            radius = whole[host_centre[:, 0], host_centre[:, 1]]
-            own[found] = np.hypot(*(centre - host_centre).T) >= radius
+            centre, host_centre = _deepest(inner, plateau, found), _deepest(whole, labels, label[found])
+            radius = whole.ravel()[host_centre]
+            own[found] = np.hypot(*np.subtract(np.unravel_index(centre, mask.shape),
+                                               np.unravel_index(host_centre, mask.shape))) >= radius
         ids = np.zeros(n, np.int64)
         ids[own] = int(labels.max()) + 1 + np.arange(int(own.sum()))
         return np.where(ids[plateau] > 0, ids[plateau], labels)
