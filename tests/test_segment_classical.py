@@ -428,6 +428,45 @@ def test_a_brighter_patch_of_matrix_without_an_outline_is_not_a_dim_crystal(monk
     assert ClassicalSegmenter(min_crystal_px=10).segment(image)[118, 118] > 0
 
 
+def test_a_dim_crystal_partly_behind_a_bright_one_is_split_off():
+    """A dim particle partly hidden behind a bright one (ampis-powder: grey 0.2-0.3 beside 0.45-0.6)
+    leaves the distance transform no neck, and its lit part lies above the threshold: the old code
+    returned each pair as one crystal. It is a brightness plateau of its own, with a step to the
+    one in front."""
+    rng = np.random.default_rng(3)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.07)
+    for (r, c), (dr, dc) in zip([(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 32), (32, 0), (-23, 23), (23, -23)]):
+        for radius, centre, level in ((10, (r + dr, c + dc), 0.3), (30, (r, c), 0.55)):  # the bright one in front
+            k += 1
+            disk = draw.disk(centre, radius, shape=shape)
+            labels[disk] = k
+            grey[disk] = level
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
+    assert pred.max() == k
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.9) == list(range(1, k + 1))
+    assert ClassicalSegmenter(min_crystal_px=10, step_contrast=None).segment(image).max() == k // 2
+
+
+def test_a_crystal_whose_shaded_facet_is_the_smaller_part_stays_one():
+    """A shaded facet is a dimmer plateau too, with a step to the lit one; where it is the smaller
+    part of its crystal, it was split off as a dim crystal (12 labels for 6 crystals). Its centre lies inside
+    the crystal's largest inscribed disc, where no other crystal's centre can lie."""
+    rng = np.random.default_rng(0)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.08)
+    for r, c in [(40, 40), (40, 130), (40, 215), (130, 40), (130, 130), (130, 215)]:
+        k += 1
+        disk = draw.disk((r, c), 28, shape=shape)
+        labels[disk] = k
+        grey[disk] = np.where(disk[1] <= c + 4, 0.85, 0.5)  # the shaded facet is the smaller part
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
+    assert pred.max() == k
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.9) == list(range(1, k + 1))
+
+
 def test_merges_and_splits_are_counted():
     true = np.zeros((40, 60), np.uint16)
     true[0:10, 0:10], true[0:10, 10:20], true[20:30, 30:50] = 1, 2, 3
