@@ -31,6 +31,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import as_strided
 from skimage.measure import find_contours
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -464,52 +465,51 @@ def _outline_grid(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, in
     every slanted side by up to 8 % and make a disc look 10 % less circular than it is. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
-    smoothed mask reaches are computed, from the kernel taps there (`_gaussian_sample`).
+    smoothed mask reaches are computed (`_gaussian_sample`).
     """
     step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
     sigma = max(OUTLINE_SIGMA, step / 2)
     reach = int(4.0 * sigma + 0.5) + step
-    grids, at = [], []
+    at = []  # the crop's grid rows (columns), every step-th from -pad, that lie within reach of the box
     for start, length, full in zip(corner, box.shape, shape):
-        grid = np.arange(0, full + 2 * pad, step) - pad  # the crop's grid rows (columns), `pad` beyond it
-        grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
-        grids.append(grid[0])
-        at.append(grid - start)
+        first = max(0, -(-(start - reach + pad) // step))
+        last = min(-(-(full + 2 * pad) // step), -(-(start + length + reach + pad) // step))
+        at.append(range(first * step - pad - start, last * step - pad - start, step))
     smooth = _gaussian_sample(box, *at, sigma).astype(np.float32)
-    return _Grid(smooth, np.array(grids, dtype=np.float64), step, box, corner)
+    return _Grid(smooth, np.array([at[0][0] + corner[0], at[1][0] + corner[1]], dtype=np.float64), step, box, corner)
 
 
-def _gaussian_sample(array: np.ndarray, at_rows: np.ndarray, at_cols: np.ndarray, sigma: float) -> np.ndarray:
-    """scipy's separable Gaussian filter of a 2-D array with zeros beyond it (mode 'constant'),
-    evaluated only at the grid of rows `at_rows` and columns `at_cols` (float64), from the kernel
-    taps there (`_gaussian_taps`), rows first: a large crop costs a few taps per grid point instead
-    of a full filter pass."""
-    (row_taps, row_weights), (col_taps, col_weights) = (_gaussian_taps(at, n, sigma)
-                                                        for at, n in zip((at_rows, at_cols), array.shape))
-    along_rows = np.einsum("rk,rkw->rw", row_weights, array[row_taps])
-    return np.einsum("ck,rck->rc", col_weights, along_rows[:, col_taps])
-
-
-def _gaussian_taps(at: np.ndarray, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Where scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a line of n pixels
-    reads the line: the pixel under each tap, (len(at), taps), and its weight (0 beyond the line),
-    so that `(weights * line[pixels]).sum(1)` is the filtered line there."""
-    offsets, kernel = _gaussian_kernel(sigma)
-    pixels = at[:, None] + offsets
-    inside = (pixels >= 0) & (pixels < n)
-    return np.where(inside, pixels, 0), np.where(inside, kernel, 0.0)
+def _gaussian_sample(array: np.ndarray, rows: range, cols: range, sigma: float) -> np.ndarray:
+    """scipy's separable Gaussian filter (radius 4 sigma) of a 2-D array with zeros beyond it (mode
+    'constant'), evaluated only at the evenly spaced `rows` x `cols` (inside or beyond the array),
+    float64: each pass is one product of the kernel with a strided view of the taps under the
+    points, rows first, so a large crop costs a few taps per grid point instead of a full filter
+    pass, and no taps are copied."""
+    kernel = _gaussian_kernel(sigma)
+    radius = len(kernel) // 2
+    (top, height), (left, width) = ((at[0] - radius, at[-1] - at[0] + 2 * radius + 1) for at in (rows, cols))
+    window = np.zeros((height, width))  # the array with its zeros, where the taps read
+    inside = array[max(0, top):max(0, top + height), max(0, left):max(0, left + width)]
+    window[max(0, -top):max(0, -top) + inside.shape[0], max(0, -left):max(0, -left) + inside.shape[1]] = inside
+    down, across = window.strides
+    taps = as_strided(window, (len(rows), len(kernel), width), (rows.step * down, down, across), writeable=False)
+    along_rows = kernel @ taps
+    down, across = along_rows.strides
+    taps = as_strided(along_rows, (len(rows), len(cols), len(kernel)), (down, cols.step * across, across),
+                      writeable=False)
+    return taps @ kernel
 
 
 @functools.lru_cache(maxsize=4096)
-def _gaussian_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share it."""
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """Weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share them."""
     radius = int(4.0 * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
     kernel /= kernel.sum()
-    offsets.flags.writeable = kernel.flags.writeable = False
-    return offsets, kernel
+    kernel.flags.writeable = False
+    return kernel
 
 
 def _feret(box: np.ndarray) -> dict[str, float]:

@@ -520,11 +520,13 @@ def test_outline_smoothing_at_the_grid_points_equals_filtering_the_whole_mask():
     rng = np.random.default_rng(4)
     for shape, sigma in [((30, 17), 1.0), ((9, 40), 2.5), ((1, 12), 1.0), ((25, 25), 4.0)]:
         box = rng.random(shape) < 0.7
-        rows, cols = np.arange(-6, shape[0] + 6, 2), np.arange(-7, shape[1] + 7, 3)
-        margin = 8 + int(4 * sigma + 0.5)
-        expected = ndi.gaussian_filter(np.pad(box.astype(np.float64), margin), sigma, mode="constant")
-        np.testing.assert_allclose(morphometry._gaussian_sample(box, rows, cols, sigma),
-                                   expected[np.ix_(rows + margin, cols + margin)], rtol=1e-12, atol=1e-15)
+        for rows, cols in [(range(-6, shape[0] + 6, 2), range(-7, shape[1] + 7, 3)),
+                           (range(shape[0] // 2, shape[0] + 3), range(-20, -3, 4))]:  # partly inside; wholly beyond
+            margin = 24 + int(4 * sigma + 0.5)
+            expected = ndi.gaussian_filter(np.pad(box.astype(np.float64), margin), sigma, mode="constant")
+            np.testing.assert_allclose(morphometry._gaussian_sample(box, rows, cols, sigma),
+                                       expected[np.ix_(np.array(rows) + margin, np.array(cols) + margin)],
+                                       rtol=1e-12, atol=1e-15)
 
 
 def test_solid_mask_fills_holes_and_keeps_the_largest_8_connected_component():
