@@ -420,7 +420,7 @@ def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
         "circularity": 4.0 * math.pi * area / perimeter ** 2,
         "concavity_max": max(0.0, float(depth.max())) / diameter,
     }
-    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)))
+    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)[1]))
     return out
 
 
