@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
 import multiprocessing
+import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -54,8 +55,8 @@ _UNSAMPLED = "_texture_unsampled"
 """Key of a measured row whose mask vanished at the texture size (see `texture.texture_sample`)."""
 
 PARALLEL_CHUNK = 50
-"""Crystals per task of a worker process (and per texture stack): small enough that the last task
-leaves the other worker idle for little (the crops are inherited through fork, not pickled)."""
+"""Crystals measured at once (one texture stack), and the share a process takes of a parallel run:
+small enough that the last one leaves the other processes idle for little."""
 
 OCCLUSION_SOLIDITY = 0.85
 OCCLUSION_CONCAVITY = 0.12
@@ -174,6 +175,9 @@ family, and one a selection may leave out."""
 
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
+_MEASURED = _PIXEL_COLUMNS + [_UNSAMPLED]
+"""The values `_measure_chunk` gives per crystal, in this order, as float64 (NaN: not measured)."""
+_MEASURED_INDEX = {name: k for k, name in enumerate(_MEASURED)}
 
 
 def properties_table() -> pd.DataFrame:
@@ -208,8 +212,8 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     images = _check_images(images, masks) if groups & _IMAGE_GROUPS else None
     pixel = _pixel_sizes(pixel_size_nm, n)
     items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
-    rows = _measure_all(items, groups, n_jobs, progress)
-    table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
+    measured = _measure_all(items, groups, n_jobs, progress)
+    table = pd.DataFrame(measured[:, :-1], columns=_PIXEL_COLUMNS)
     for name, dim, _ in _SIZES:
         if dim == 1:
             table[f"{name}_nm"] = table[f"{name}_px"].astype(float) * pixel
@@ -220,7 +224,7 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     columns = [name for name in PROPERTIES if name in wanted]
     table = table[columns].astype({name: PROPERTIES[name].dtype for name in columns})
     table.attrs["units"] = {name: PROPERTIES[name].unit for name in columns}
-    _warn_unsampled([i for i, row in enumerate(rows) if row.get(_UNSAMPLED)])
+    _warn_unsampled(np.flatnonzero(measured[:, -1] == 1).tolist())
     return table
 
 
@@ -278,62 +282,113 @@ def _wanted(properties: Sequence[str] | None) -> set[str]:
     return set(properties)
 
 
-_SHARED: list[tuple] = []
-"""The (mask, image) pairs being measured, read by forked workers instead of pickled to them."""
-
-
-def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool = False) -> list[dict]:
-    """`_measure_chunk` over every (mask, image) in chunks, over `n_jobs` forked processes when
-    worth it (the workers inherit the crystals, so only the rows travel)."""
+def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool = False) -> np.ndarray:
+    """`_measure_chunk` over every (mask, image), `PARALLEL_CHUNK` at a time, shared by this process
+    and `n_jobs - 1` forked ones when worth it (`_measure_shared`)."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
-    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
-        return _measure_spans(items, groups, n_jobs, progress)
-
-
-def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool) -> list[dict]:
-    global _SHARED
     bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
-    spans = [(i, min(i + PARALLEL_CHUNK, len(items))) for i in range(0, len(items), PARALLEL_CHUNK)]
-    results = []
-    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
-        for start, stop in spans:
-            results.extend(_measure_chunk(items[start:stop], groups))
-            bar.update(stop - start)
-    else:
-        _SHARED = items
-        try:
-            with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-                for chunk in pool.map(_measure_span, spans, [groups] * len(spans)):
-                    results.extend(chunk)
-                    bar.update(len(chunk))
-        finally:
-            _SHARED = []
+    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
+        if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
+            out = np.concatenate([np.empty((0, len(_MEASURED)))] + [
+                _measure_chunk(items[start:start + PARALLEL_CHUNK], groups, bar)
+                for start in range(0, len(items), PARALLEL_CHUNK)])
+        else:
+            out = _measure_shared(items, groups, n_jobs, bar)
     bar.close()
-    return results
+    return out
 
 
-def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[dict]:
-    return _measure_chunk(_SHARED[span[0]:span[1]], groups)
+def _measure_shared(items: list[tuple], groups: frozenset[str], n_jobs: int, bar: tqdm) -> np.ndarray:
+    """`_measure_all` in this process and `n_jobs - 1` forked ones: each takes the next chunk nobody
+    has taken and writes its values into one array in shared memory, so the forked processes
+    inherit the crystals, no values are pickled, and this process works instead of waiting. A
+    failure in a forked process is raised here, with its traceback."""
+    out = np.frombuffer(mmap.mmap(-1, len(items) * len(_MEASURED) * 8), np.float64).reshape(len(items), -1)
+    context = multiprocessing.get_context("fork")
+    counts = context.Array("q", 2)  # chunks taken, crystals done
+    workers = []
+    try:
+        for _ in range(n_jobs - 1):
+            receive, send = context.Pipe(duplex=False)
+            worker = context.Process(target=_share, args=(items, groups, out, counts, send), daemon=True)
+            worker.start()
+            send.close()
+            workers.append((worker, receive))
+        _take_chunks(items, groups, out, counts, bar)
+        for worker, receive in workers:
+            while not receive.poll(0.1):
+                bar.update(counts[1] - bar.n)
+            try:
+                failure = receive.recv()
+            except EOFError:
+                raise RuntimeError(f"a morphometry worker process died (exit code {worker.join() or worker.exitcode})"
+                                   ) from None
+            if failure is not None:
+                error, trace = failure
+                raise error from RuntimeError(f"in a morphometry worker process:\n{trace}")
+    finally:
+        for worker, _ in workers:
+            if worker.is_alive():  # this process failed first
+                worker.kill()
+            worker.join()
+    bar.update(counts[1] - bar.n)
+    return out
 
 
-def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[dict]:
-    """Rows of some crystals: shape per crystal, then the outlines traced and the texture of all
-    their patches measured at once."""
+def _take_chunks(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, bar: tqdm | None = None
+                 ) -> None:
+    """Measure the next chunk nobody has taken (`counts[0]`), until none is left."""
+    while True:
+        with counts.get_lock():
+            start = counts[0] * PARALLEL_CHUNK
+            counts[0] += 1
+        if start >= len(items):
+            return
+        out[start:start + PARALLEL_CHUNK] = _measure_chunk(items[start:start + PARALLEL_CHUNK], groups)
+        with counts.get_lock():
+            counts[1] += len(out[start:start + PARALLEL_CHUNK])
+        if bar is not None:
+            bar.update(counts[1] - bar.n)
+
+
+def _share(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, send) -> None:
+    """A forked process's part of `_measure_shared`: its chunks, then None or its failure."""
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            _take_chunks(items, groups, out, counts)
+    except BaseException as error:  # noqa: B036 (reported to the parent, which raises it)
+        with counts.get_lock():
+            counts[0] = len(items)  # the others take no more chunks
+        trace = traceback.format_exc()
+        try:
+            send.send((error, trace))
+        except Exception:  # an exception that does not pickle
+            send.send((RuntimeError(repr(error)), trace))
+        return
+    send.send(None)
+
+
+def _measure_chunk(items: list[tuple], groups: frozenset[str], bar: tqdm | None = None) -> np.ndarray:
+    """The values (`_MEASURED`) of some crystals: shape per crystal, then the outlines traced and
+    the texture of all their patches measured at once."""
     measured = [_measure(mask, image, groups) for mask, image in items]
     rows = [row for row, _, _ in measured]
     smoothed = [i for i, (_, grid, _) in enumerate(measured) if grid is not None]
     for i, contour in zip(smoothed, _contours([measured[i][1] for i in smoothed])):
         rows[i].update(_outline(contour, rows[i]["diameter_equivalent_px"]))
-        rows[i]["occluded_likely"] = bool(rows[i]["solidity"] < OCCLUSION_SOLIDITY
-                                          or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
+        rows[i]["occluded_likely"] = (rows[i]["solidity"] < OCCLUSION_SOLIDITY
+                                      or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
+    out = np.array([[row.get(name, math.nan) for name in _MEASURED] for row in rows], dtype=np.float64)
     sampled = [i for i, (_, _, patch) in enumerate(measured) if patch is not None]
     if sampled:
         values = texture.texture_measures(np.stack([measured[i][2][0] for i in sampled]),
                                           np.stack([measured[i][2][1] for i in sampled]))
-        for k, i in enumerate(sampled):
-            rows[i].update({name: column[k].item() for name, column in values.items()})
-    return rows
+        for name, column in values.items():
+            out[sampled, _MEASURED_INDEX[name]] = column
+    if bar is not None:
+        bar.update(len(items))
+    return out.reshape(len(items), len(_MEASURED))
 
 
 def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)

@@ -1,5 +1,6 @@
 """Handcrafted morphometry against known geometry, and the classical model zoo on the suite's folds."""
 
+import os
 import warnings
 
 import numpy as np
@@ -628,3 +629,27 @@ def test_batched_contours_equal_find_contours():
             np.testing.assert_array_equal(contour, expected[0])
             used += 1
     assert used >= 30
+
+
+def _fail_in_forked_processes(monkeypatch, fail) -> None:
+    """Make `_measure` call `fail()` in any process but this one (a forked worker's failure)."""
+    parent, measure = os.getpid(), morphometry._measure
+    monkeypatch.setattr(morphometry, "PARALLEL_CHUNK", 10)
+    monkeypatch.setattr(morphometry, "_measure", lambda *a: fail() if os.getpid() != parent else measure(*a))
+
+
+def test_a_failure_in_a_worker_process_is_raised_in_the_caller(monkeypatch):
+    def fail():
+        raise ValueError("broken crystal")
+
+    _fail_in_forked_processes(monkeypatch, fail)
+    masks = [disc_mask(6.0 + i % 5) for i in range(60)]
+    with pytest.raises(ValueError, match="broken crystal"):
+        morphometry_table(masks, n_jobs=2)
+
+
+def test_a_worker_process_that_dies_is_an_error_not_a_hang(monkeypatch):
+    _fail_in_forked_processes(monkeypatch, lambda: os._exit(3))
+    masks = [disc_mask(6.0 + i % 5) for i in range(60)]
+    with pytest.raises(RuntimeError, match="worker process died"):
+        morphometry_table(masks, n_jobs=2)
