@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from features import facets, texture
 from features.contours import closed_contours
-from mcn.data.patches import solid_mask
+from mcn.data.patches import solid_body
 from mcn.errors import DataError
 
 MIN_AREA_PX = 4
@@ -398,11 +398,11 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
     outline group) and its texture patch and mask (`texture.texture_sample`; None without an image
     or texture)."""
     left, top, width, height = cv2.boundingRect(mask.view(np.uint8))  # the solid body lies in this box
-    solid = solid_mask(mask[top:top + height, left:left + width])
+    solid, outline = solid_body(mask[top:top + height, left:left + width])
     area = cv2.countNonZero(solid.view(np.uint8)) if width else 0
     if area < MIN_AREA_PX:
         return {"area_px": area}, None, None
-    x, y, width, height = cv2.boundingRect(solid.view(np.uint8))
+    x, y, width, height = cv2.boundingRect(solid.view(np.uint8) if outline is None else outline)
     box, top, left = solid[y:y + height, x:x + width], top + y, left + x
     out = {"area_px": area, "diameter_equivalent_px": math.sqrt(4.0 * area / math.pi),
            "extent": area / (width * height)}
@@ -410,7 +410,7 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         out.update(_ellipse(box, area))
     grid = _outline_grid(box, (top, left), mask.shape) if "outline" in groups else None
     if "feret" in groups:
-        out.update(_feret(box))
+        out.update(_feret(box, None if outline is None else outline - np.array([x, y], np.int32)))
     if image is None:
         return out, grid, None
     image = np.ascontiguousarray(image, dtype=np.float32)  # OpenCV reads it
@@ -567,14 +567,16 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel
 
 
-def _feret(box: np.ndarray) -> dict[str, float]:
+def _feret(box: np.ndarray, outline: np.ndarray | None = None) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
     Only the corners of the pixels on the convex hull of the pixel centres can be hull points (of
-    the outer boundary's simple chain, OpenCV's), so only those corners are used.
+    the outer boundary's simple chain, OpenCV's; `outline` where `solid_body` gave it), so only
+    those corners are used.
     """
-    contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    pixels = cv2.convexHull(np.concatenate(contours))[:, 0, ::-1].astype(np.float64)  # (row, col)
+    if outline is None:
+        outline = np.concatenate(cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0])
+    pixels = cv2.convexHull(outline)[:, 0, ::-1].astype(np.float64)  # (row, col)
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.concatenate([hull[1:], hull[:1]]) - hull
