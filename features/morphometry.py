@@ -32,7 +32,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import as_strided
 from skimage.measure import find_contours
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -463,9 +462,9 @@ def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
     edges = following - hull
     lengths = np.sqrt((edges * edges).sum(axis=1))
     hull_perimeter = float(lengths.sum())
-    hull_area = 0.5 * abs(hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1])
-    normals = (edges[:, ::-1] * _TO_NORMAL) / lengths[:, None]
-    normals *= -np.sign(((np.add.reduce(hull) / len(hull) - hull) * normals).sum(axis=1))[:, None]  # outward
+    turns = hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1]  # twice the signed area
+    hull_area = 0.5 * abs(turns)
+    normals = (edges[:, ::-1] * (_TO_NORMAL if turns > 0 else -_TO_NORMAL)) / lengths[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
@@ -480,7 +479,8 @@ def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
 
 
 _TO_NORMAL = np.array([1.0, -1.0])
-"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy)."""
+"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy): outward where the polygon turns
+counter-clockwise (positive signed area), as OpenCV's hull does in x, y."""
 
 
 @dataclass(frozen=True)
@@ -547,13 +547,12 @@ def _gaussian_sample(array: np.ndarray, rows: range, cols: range, sigma: float) 
     window = np.zeros((height, width))  # the array with its zeros, where the taps read
     inside = array[max(0, top):max(0, top + height), max(0, left):max(0, left + width)]
     window[max(0, -top):max(0, -top) + inside.shape[0], max(0, -left):max(0, -left) + inside.shape[1]] = inside
-    down, across = window.strides
-    taps = as_strided(window, (len(rows), len(kernel), width), (rows.step * down, down, across), writeable=False)
-    along_rows = kernel @ taps
+    down, across = window.strides  # views on the buffers (numpy checks that they stay inside)
+    along_rows = kernel @ np.ndarray((len(rows), len(kernel), width), np.float64, window, 0,
+                                     (rows.step * down, down, across))
     down, across = along_rows.strides
-    taps = as_strided(along_rows, (len(rows), len(cols), len(kernel)), (down, cols.step * across, across),
-                      writeable=False)
-    return taps @ kernel
+    return np.ndarray((len(rows), len(cols), len(kernel)), np.float64, along_rows, 0,
+                      (down, cols.step * across, across)) @ kernel
 
 
 @functools.lru_cache(maxsize=4096)
