@@ -21,6 +21,7 @@ stack of fixed-size patches; `properties=` skips the measurements
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import mmap
 import multiprocessing
@@ -308,12 +309,16 @@ def _measure_shared(items: list[tuple], groups: frozenset[str], n_jobs: int, bar
     counts = context.Array("q", 2)  # chunks taken, crystals done
     workers = []
     try:
-        for _ in range(n_jobs - 1):
-            receive, send = context.Pipe(duplex=False)
-            worker = context.Process(target=_share, args=(items, groups, out, counts, send), daemon=True)
-            worker.start()
-            send.close()
-            workers.append((worker, receive))
+        gc.freeze()  # the forked processes' garbage collections then skip (and do not copy) our objects
+        try:
+            for _ in range(n_jobs - 1):
+                receive, send = context.Pipe(duplex=False)
+                worker = context.Process(target=_share, args=(items, groups, out, counts, send), daemon=True)
+                worker.start()
+                send.close()
+                workers.append((worker, receive))
+        finally:
+            gc.unfreeze()
         _take_chunks(items, groups, out, counts, bar)
         for worker, receive in workers:
             while not receive.poll(0.1):
