@@ -443,29 +443,32 @@ def test_a_property_selection_computes_only_those_columns_with_the_same_values()
 
 
 def test_texture_patch_is_the_area_average_of_the_padded_square_crop():
-    """The texture patch is the crop centred on a zero-padded square and shrunk by OpenCV's area
-    interpolation: for a whole shrink factor each patch pixel is the mean of its block of the
-    square, and the mask is sampled at the patch pixel centres; wide, tall, thin and square crops."""
+    """The texture patch is the crop centred on a zero-padded square and shrunk by area averaging,
+    as OpenCV's INTER_AREA: for a whole shrink factor each patch pixel is the mean of its block of
+    the square, and the mask is sampled at the patch pixel centres; wide, tall, thin and square
+    crops, masks filling the crop or a part of it (the patch is computed where the mask is)."""
     import cv2
 
     from features.texture import TEXTURE_SIZE, texture_sample
 
     rng = np.random.default_rng(4)
     for shape in [(300, 170), (90, 400), (9, 200), (60, 60), (144, 97), (49, 7)]:
-        image = rng.random(shape).astype(np.float32)
-        mask = rng.random(shape) < 0.9
-        side = max(shape)
-        pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
-        square, square_mask = np.pad(image, pad), np.pad(mask, pad)
-        patch, inside = texture_sample(image, mask)
-        expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
-        np.testing.assert_allclose(patch, expected, rtol=1e-6, atol=1e-7)
-        if side % TEXTURE_SIZE == 0:
-            k = side // TEXTURE_SIZE
-            np.testing.assert_allclose(patch, square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3)),
-                                       rtol=1e-5, atol=1e-6)
-        centres = ((np.arange(TEXTURE_SIZE) + 0.5) * side / TEXTURE_SIZE).astype(int)
-        assert np.array_equal(inside, square_mask[np.ix_(centres, centres)])
+        for part in (slice(None), slice(shape[0] // 5, shape[0] - shape[0] // 4)):
+            image = rng.random(shape).astype(np.float32)
+            mask = np.zeros(shape, bool)
+            mask[part, shape[1] // 3:] = rng.random(shape)[part, shape[1] // 3:] < 0.9
+            side = max(shape)
+            pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
+            square, square_mask = np.pad(image, pad), np.pad(mask, pad)
+            patch, inside = texture_sample(image, mask)
+            centres = ((np.arange(TEXTURE_SIZE) + 0.5) * side / TEXTURE_SIZE).astype(int)
+            assert np.array_equal(inside, square_mask[np.ix_(centres, centres)])
+            expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+            np.testing.assert_allclose(patch[inside], expected[inside], rtol=1e-5, atol=1e-6)
+            if side % TEXTURE_SIZE == 0:
+                k = side // TEXTURE_SIZE
+                blocks = square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3))
+                np.testing.assert_allclose(patch[inside], blocks[inside], rtol=1e-5, atol=1e-6)
 
 
 def test_texture_is_the_same_at_two_magnifications():
