@@ -85,27 +85,27 @@ def square_patch(image: np.ndarray, size: int, rows: tuple[int, int] | None = No
     (h, w), side = image.shape, max(image.shape)
     top, left = (side - h) // 2, (side - w) // 2
     (r0, r1), (c0, c1) = rows or (0, size), cols or (0, size)
-    weights = area_weights(side, size)
 
     def under(start: int, stop: int, offset: int, n: int) -> tuple[int, int]:  # image pixels under patch pixels
         return min(max(0, start * side // size - offset), n), min(max(0, -(-stop * side // size) - offset), n)
 
     (y0, y1), (x0, x1) = under(r0, r1, top, h), under(c0, c1, left, w)
+    first, last = min(r0, c0), min(top + y0, left + x0)  # one block of weights serves rows and columns
+    weights = area_weights(side, size, (first, max(r1, c1)), (last, max(top + y1, left + x1)))
     patch = np.zeros((size, size), np.float32)
-    patch[r0:r1, c0:c1] = (weights[r0:r1, top + y0:top + y1] @ image[y0:y1, x0:x1]) @ weights[c0:c1, left + x0:left + x1].T
+    patch[r0:r1, c0:c1] = ((weights[r0 - first:r1 - first, top + y0 - last:top + y1 - last] @ image[y0:y1, x0:x1])
+                           @ weights[c0 - first:c1 - first, left + x0 - last:left + x1 - last].T)
     return patch
 
 
-@functools.lru_cache(maxsize=1024)
-def area_weights(side: int, size: int) -> np.ndarray:
-    """(size, side) float32: the share of patch pixel k's extent [k, k + 1) side / size that line
-    pixel j covers, over that extent (so each row sums to 1); crops of one side share them."""
+def area_weights(side: int, size: int, patch: tuple[int, int], line: tuple[int, int]) -> np.ndarray:
+    """Area-averaging weights of a line of `side` pixels shrunk to `size`, for the patch pixels
+    `patch` (start, stop) and line pixels `line`: the share of patch pixel k's extent [k, k + 1)
+    side / size that line pixel j covers, over that extent (so a whole row sums to 1), float32."""
     scale = side / size
-    start = np.arange(size)[:, None] * scale
-    line = np.arange(side)[None, :]
-    weights = (np.clip(np.minimum(start + scale, line + 1) - np.maximum(start, line), 0, None) / scale).astype(np.float32)
-    weights.flags.writeable = False
-    return weights
+    start = np.arange(*patch)[:, None] * scale
+    covered = np.minimum(np.maximum(np.arange(line[0], line[1] + 1), start), start + scale)  # up to each pixel edge
+    return ((covered[:, 1:] - covered[:, :-1]) / scale).astype(np.float32)
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
