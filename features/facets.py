@@ -34,8 +34,7 @@ def outline_polygon(points: np.ndarray, diameter: float) -> tuple[list[list[floa
     vertices, so they are plain floats from here on: numpy calls on such tiny arrays cost more.
     """
     start = np.argmax(((points - np.add.reduce(points) / len(points)) ** 2).sum(axis=1))  # from the centroid
-    vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]),
-                                VERTEX_TOLERANCE * diameter).tolist()
+    vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]), VERTEX_TOLERANCE * diameter)
     angles = corner_angles(vertices)
     while len(vertices) > 3:
         deviation = [abs(angle - 180.0) for angle in angles]
@@ -47,7 +46,7 @@ def outline_polygon(points: np.ndarray, diameter: float) -> tuple[list[list[floa
     return vertices, angles
 
 
-def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
+def _douglas_peucker(closed: np.ndarray, tolerance: float) -> list[list[float]]:
     """Douglas-Peucker simplification of a closed outline (first == last point), without the
     closing point: split at the point farthest from the start (as scikit-image's
     `approximate_polygon` does on a closed chain), then OpenCV's `approxPolyDP` on each half, ~10x
@@ -57,13 +56,13 @@ def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
     far = ((closed - closed[0]) ** 2).sum(axis=1)
     split = int(np.argmax(far))
     if far[split] <= tolerance ** 2:
-        return closed[:1]
+        return closed[:1].tolist()
     halves = []
     for part in (closed[:split + 1], closed[split:]):
         single = part.astype(np.float32)
         kept = cv2.approxPolyDP(single, tolerance, False).view(np.uint64)  # a point's two float32s as one key
         halves.append(part[(single.view(np.uint64) == kept[:, 0].T).argmax(axis=0)])  # the float64 points
-    return np.vstack([halves[0], halves[1][1:-1]])
+    return halves[0].tolist() + halves[1][1:-1].tolist()
 
 
 def corner_angles(vertices: list[list[float]]) -> list[float]:

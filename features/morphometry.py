@@ -14,8 +14,9 @@ pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
 Speed (`python -m benchmarks.feature_speed`): a crystal is measured on its mask's bounding box, the
 outline is smoothed only at the grid points it is traced on, the outlines of a chunk of crystals
 are traced at once (`contours.closed_contours`), and their texture columns are computed on one
-stack of fixed-size patches; `properties=` skips the measurements
-(`_GROUPS`) no wanted column needs.
+stack of fixed-size patches; with `n_jobs`, this process and forked ones take chunks of crystals
+from a shared counter and write their values into one shared array; `properties=` skips the
+measurements (`_GROUPS`) no wanted column needs.
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     pixel_size_nm: one value for all crystals or one per crystal; NaN or None means unknown and gives
         NaN physical columns: nothing is converted on a guessed scale.
     touches_border: per crystal, from the source image; NA when not given.
-    n_jobs: worker processes (forked) sharing the crystals; the table is the same for any number.
+    n_jobs: processes measuring the crystals (this one and n_jobs - 1 forked ones); the table is the
+        same for any number.
     Masks too small to measure (fewer than `MIN_AREA_PX` pixels, or empty) give NaN rows and one
     warning naming them.
     """
