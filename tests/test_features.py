@@ -635,10 +635,22 @@ def test_batched_contours_equal_find_contours():
 
 
 def _fail_in_forked_processes(monkeypatch, fail) -> None:
-    """Make `_measure` call `fail()` in any process but this one (a forked worker's failure)."""
+    """Make `_measure` call `fail()` in any process but this one (a forked worker's failure); this
+    one waits for that, so a worker surely takes a chunk before this one has measured them all."""
+    import multiprocessing
+
     parent, measure = os.getpid(), morphometry._measure
+    failing = multiprocessing.get_context("fork").Event()
+
+    def measure_or_fail(*args):
+        if os.getpid() == parent:
+            assert failing.wait(60), "no worker process took a chunk"
+            return measure(*args)
+        failing.set()
+        return fail()
+
     monkeypatch.setattr(morphometry, "PARALLEL_CHUNK", 10)
-    monkeypatch.setattr(morphometry, "_measure", lambda *a: fail() if os.getpid() != parent else measure(*a))
+    monkeypatch.setattr(morphometry, "_measure", measure_or_fail)
 
 
 def test_a_failure_in_a_worker_process_is_raised_in_the_caller(monkeypatch):
