@@ -327,9 +327,9 @@ def _measure_shared(items: list[tuple], groups: frozenset[str], n_jobs: int, bar
                 bar.update(counts[1] - bar.n)
             try:
                 failure = receive.recv()
-            except EOFError:
-                raise RuntimeError(f"a morphometry worker process died (exit code {worker.join() or worker.exitcode})"
-                                   ) from None
+            except EOFError:  # it ended without a word
+                worker.join()
+                raise RuntimeError(f"a morphometry worker process died (exit code {worker.exitcode})") from None
             if failure is not None:
                 error, trace = failure
                 raise error from RuntimeError(f"in a morphometry worker process:\n{trace}")
@@ -363,7 +363,7 @@ def _share(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, 
     try:
         with threadpool_limits(1, user_api="blas"):
             _take_chunks(items, groups, out, counts)
-    except BaseException as error:  # noqa: B036 (reported to the parent, which raises it)
+    except BaseException as error:  # noqa: BLE001 - reported to the caller, which raises it
         with counts.get_lock():
             counts[0] = len(items)  # the others take no more chunks
         trace = traceback.format_exc()
