@@ -26,6 +26,7 @@ import gc
 import math
 import mmap
 import multiprocessing
+import pickle
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -366,11 +367,11 @@ def _share(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, 
     except BaseException as error:  # noqa: BLE001 - reported to the caller, which raises it
         with counts.get_lock():
             counts[0] = len(items)  # the others take no more chunks
-        trace = traceback.format_exc()
         try:
-            send.send((error, trace))
-        except Exception:  # an exception that does not pickle
-            send.send((RuntimeError(repr(error)), trace))
+            pickle.loads(pickle.dumps(error))  # one the caller can rebuild
+        except Exception:  # noqa: BLE001 - whatever its class raises
+            error = RuntimeError(repr(error))
+        send.send((error, traceback.format_exc()))
         return
     send.send(None)
 

@@ -705,3 +705,17 @@ def ndi_blob(rng: np.random.Generator, shape: tuple[int, int], fill: float) -> n
 
     noise = ndi.gaussian_filter(rng.random((shape[0] + 4, shape[1] + 4)), 1.0)
     return noise > np.quantile(noise, 1 - fill)
+
+
+class _Unpicklable(Exception):
+    def __init__(self, code: int, why: str):  # pickling rebuilds it with one argument and fails
+        super().__init__(f"{why} ({code})")
+
+
+def test_a_worker_failure_that_does_not_pickle_is_still_raised_in_the_caller(monkeypatch):
+    def fail():
+        raise _Unpicklable(7, "odd crystal")
+
+    _fail_in_forked_processes(monkeypatch, fail)
+    with pytest.raises(RuntimeError, match="odd crystal"):
+        morphometry_table([disc_mask(6.0 + i % 5) for i in range(60)], n_jobs=2)
