@@ -1,6 +1,7 @@
 """Handcrafted morphometry against known geometry, and the classical model zoo on the suite's folds."""
 
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -708,13 +709,14 @@ def ndi_blob(rng: np.random.Generator, shape: tuple[int, int], fill: float) -> n
 
 
 class _Unpicklable(Exception):
-    def __init__(self, code: int, why: str):  # pickling rebuilds it with one argument and fails
-        super().__init__(f"{why} ({code})")
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.lock = threading.Lock()  # no pickle takes it
 
 
 def test_a_worker_failure_that_does_not_pickle_is_still_raised_in_the_caller(monkeypatch):
     def fail():
-        raise _Unpicklable(7, "odd crystal")
+        raise _Unpicklable("odd crystal")
 
     _fail_in_forked_processes(monkeypatch, fail)
     with pytest.raises(RuntimeError, match="odd crystal"):
