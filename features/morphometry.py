@@ -26,7 +26,6 @@ import gc
 import math
 import mmap
 import multiprocessing
-import pickle
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -327,12 +326,14 @@ def _measure_shared(items: list[tuple], groups: frozenset[str], n_jobs: int, bar
             while not receive.poll(0.1):
                 bar.update(counts[1] - bar.n)
             try:
-                failure = receive.recv()
+                trace = receive.recv()
+                error = receive.recv() if trace is not None else None
             except EOFError:  # it ended without a word
                 worker.join()
                 raise RuntimeError(f"a morphometry worker process died (exit code {worker.exitcode})") from None
-            if failure is not None:
-                error, trace = failure
+            except Exception:  # noqa: BLE001 - its exception pickled but cannot be rebuilt here
+                raise RuntimeError(f"a morphometry worker process failed:\n{trace}") from None
+            if error is not None:
                 raise error from RuntimeError(f"in a morphometry worker process:\n{trace}")
     finally:
         for worker, _ in workers:
@@ -360,18 +361,19 @@ def _take_chunks(items: list[tuple], groups: frozenset[str], out: np.ndarray, co
 
 
 def _share(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, send) -> None:
-    """A forked process's part of `_measure_shared`: its chunks, then None or its failure."""
+    """A forked process's part of `_measure_shared`: its chunks, then None, or its traceback and
+    exception."""
     try:
         with threadpool_limits(1, user_api="blas"):
             _take_chunks(items, groups, out, counts)
     except BaseException as error:  # noqa: BLE001 - reported to the caller, which raises it
         with counts.get_lock():
             counts[0] = len(items)  # the others take no more chunks
+        send.send(traceback.format_exc())
         try:
-            pickle.loads(pickle.dumps(error))  # one the caller can rebuild
-        except Exception:  # noqa: BLE001 - whatever its class raises
-            error = RuntimeError(repr(error))
-        send.send((error, traceback.format_exc()))
+            send.send(error)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            send.send(RuntimeError(repr(error)))
         return
     send.send(None)
 

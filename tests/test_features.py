@@ -714,10 +714,16 @@ class _Unpicklable(Exception):
         self.lock = threading.Lock()  # no pickle takes it
 
 
-def test_a_worker_failure_that_does_not_pickle_is_still_raised_in_the_caller(monkeypatch):
+class _NotRebuilt(Exception):
+    def __init__(self, code: int, why: str):  # its pickle calls it with one argument
+        super().__init__(f"{why} ({code})")
+
+
+@pytest.mark.parametrize("error", [lambda: _Unpicklable("odd crystal"), lambda: _NotRebuilt(7, "odd crystal")])
+def test_a_worker_failure_that_does_not_pickle_is_still_raised_in_the_caller(monkeypatch, error):
     def fail():
-        raise _Unpicklable("odd crystal")
+        raise error()
 
     _fail_in_forked_processes(monkeypatch, fail)
-    with pytest.raises(RuntimeError, match="odd crystal"):
+    with pytest.raises(Exception, match="odd crystal"):
         morphometry_table([disc_mask(6.0 + i % 5) for i in range(60)], n_jobs=2)
