@@ -25,24 +25,28 @@ FACET_MIN_SHARE = 0.04
 """A flat region counts as a facet when it covers at least this share of the crystal interior."""
 
 
-def outline_polygon(points: np.ndarray, diameter: float) -> np.ndarray:
-    """Corners of a closed outline given as its points without the closing one, (k, 2).
+def outline_polygon(points: np.ndarray, diameter: float) -> tuple[list[list[float]], list[float]]:
+    """Corners of a closed outline given as its points without the closing one, (k, 2), and their
+    interior angles (`corner_angles`).
 
     The outline starts at its point farthest from the centroid, a true corner of any polygon, so
-    the start of the walk never adds a vertex in the middle of a side.
+    the start of the walk never adds a vertex in the middle of a side. The polygon has a handful of
+    vertices, so they are plain floats from here on: numpy calls on such tiny arrays cost more.
     """
     start = np.argmax(((points - np.add.reduce(points) / len(points)) ** 2).sum(axis=1))  # from the centroid
     vertices = _douglas_peucker(np.concatenate([points[start:], points[:start + 1]]), VERTEX_TOLERANCE * diameter)
+    angles = corner_angles(vertices)
     while len(vertices) > 3:
-        deviation = np.abs(corner_angles(vertices) - 180.0)
-        weakest = int(deviation.argmin())
+        deviation = [abs(angle - 180.0) for angle in angles]
+        weakest = min(range(len(deviation)), key=deviation.__getitem__)
         if deviation[weakest] >= 180.0 - STRAIGHT_ANGLE_DEG:
             break
-        vertices = np.concatenate([vertices[:weakest], vertices[weakest + 1:]])
-    return vertices
+        del vertices[weakest]
+        angles = corner_angles(vertices)
+    return vertices, angles
 
 
-def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
+def _douglas_peucker(closed: np.ndarray, tolerance: float) -> list[list[float]]:
     """Douglas-Peucker simplification of a closed outline (first == last point), without the
     closing point: split at the point farthest from the start (as scikit-image's
     `approximate_polygon` does on a closed chain), then OpenCV's `approxPolyDP` on each half, ~10x
@@ -52,39 +56,38 @@ def _douglas_peucker(closed: np.ndarray, tolerance: float) -> np.ndarray:
     far = ((closed - closed[0]) ** 2).sum(axis=1)
     split = int(np.argmax(far))
     if far[split] <= tolerance ** 2:
-        return closed[:1]
+        return closed[:1].tolist()
     halves = []
     for part in (closed[:split + 1], closed[split:]):
         single = part.astype(np.float32)
         kept = cv2.approxPolyDP(single, tolerance, False).view(np.uint64)  # a point's two float32s as one key
         halves.append(part[(single.view(np.uint64) == kept[:, 0].T).argmax(axis=0)])  # the float64 points
-    return np.vstack([halves[0], halves[1][1:-1]])
+    return halves[0].tolist() + halves[1][1:-1].tolist()
 
 
-def corner_angles(vertices: np.ndarray) -> np.ndarray:
-    """Interior angle at each vertex of a simple polygon, degrees; above 180 at concave corners."""
+def corner_angles(vertices: list[list[float]]) -> list[float]:
+    """Interior angle at each vertex (row, column) of a simple polygon, degrees; above 180 at
+    concave corners."""
     if len(vertices) < 3:
-        return np.full(len(vertices), np.nan)
-    closed = np.concatenate([vertices[-1:], vertices, vertices[:1]])
-    incoming, outgoing = vertices - closed[:-2], closed[2:] - vertices
-    cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
-    dot = (incoming * outgoing).sum(axis=1)
-    turning = np.degrees(np.arctan2(cross, dot))
-    orientation = -1.0 if np.add.reduce(turning) < 0 else 1.0
-    return 180.0 - orientation * turning
+        return [math.nan] * len(vertices)
+    turning = []
+    for (r0, c0), (r1, c1), (r2, c2) in zip(vertices[-1:] + vertices[:-1], vertices, vertices[1:] + vertices[:1]):
+        down_in, across_in, down_out, across_out = r1 - r0, c1 - c0, r2 - r1, c2 - c1
+        turning.append(math.degrees(math.atan2(down_in * across_out - across_in * down_out,
+                                               down_in * down_out + across_in * across_out)))
+    orientation = -1.0 if sum(turning) < 0 else 1.0
+    return [180.0 - orientation * angle for angle in turning]
 
 
-def polygon_features(vertices: np.ndarray) -> dict[str, float]:
-    """Vertex count and corner-angle statistics of an outline polygon."""
-    angles = corner_angles(vertices)
-    mean = np.add.reduce(angles) / len(angles)  # np.mean and np.std, without their Python-level wrappers
-    spread = angles - mean
+def polygon_features(angles: list[float]) -> dict[str, float]:
+    """Vertex count and corner-angle statistics of an outline polygon, from its interior angles."""
+    mean = sum(angles) / len(angles)
     return {
-        "vertex_count": len(vertices),
-        "corner_angle_mean_deg": float(mean),
-        "corner_angle_std_deg": math.sqrt(np.add.reduce(spread * spread) / len(angles)),
-        "corner_angle_min_deg": float(angles.min()),
-        "corner_concave_count": int(np.count_nonzero(angles > 180.0 + (180.0 - STRAIGHT_ANGLE_DEG))),
+        "vertex_count": len(angles),
+        "corner_angle_mean_deg": mean,
+        "corner_angle_std_deg": math.sqrt(sum((angle - mean) * (angle - mean) for angle in angles) / len(angles)),
+        "corner_angle_min_deg": min(angles),
+        "corner_concave_count": sum(angle > 180.0 + (180.0 - STRAIGHT_ANGLE_DEG) for angle in angles),
     }
 
 

@@ -14,17 +14,20 @@ pixel corners (so a w x h rectangle of pixels has Feret widths w and h).
 Speed (`python -m benchmarks.feature_speed`): a crystal is measured on its mask's bounding box, the
 outline is smoothed only at the grid points it is traced on, the outlines of a chunk of crystals
 are traced at once (`contours.closed_contours`), and their texture columns are computed on one
-stack of fixed-size patches; `properties=` skips the measurements
-(`_GROUPS`) no wanted column needs.
+stack of fixed-size patches; with `n_jobs`, this process and forked ones take chunks of crystals
+from a shared counter and write their values into one shared array; `properties=` skips the
+measurements (`_GROUPS`) no wanted column needs.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import math
+import mmap
 import multiprocessing
+import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,7 +40,7 @@ from tqdm import tqdm
 
 from features import facets, texture
 from features.contours import closed_contours
-from mcn.data.patches import solid_mask
+from mcn.data.patches import solid_body
 from mcn.errors import DataError
 
 MIN_AREA_PX = 4
@@ -53,8 +56,8 @@ _UNSAMPLED = "_texture_unsampled"
 """Key of a measured row whose mask vanished at the texture size (see `texture.texture_sample`)."""
 
 PARALLEL_CHUNK = 50
-"""Crystals per task of a worker process (and per texture stack): small enough that the last task
-leaves the other worker idle for little (the crops are inherited through fork, not pickled)."""
+"""Crystals measured at once (one texture stack), and the share a process takes of a parallel run:
+small enough that the last one leaves the other processes idle for little."""
 
 OCCLUSION_SOLIDITY = 0.85
 OCCLUSION_CONCAVITY = 0.12
@@ -173,6 +176,9 @@ family, and one a selection may leave out."""
 
 _PIXEL_COLUMNS = [name for name in PROPERTIES
                   if not name.endswith(("_nm", "_um2")) and name != "touches_border"]
+_MEASURED = _PIXEL_COLUMNS + [_UNSAMPLED]
+"""The values `_measure_chunk` gives per crystal, in this order, as float64 (NaN: not measured)."""
+_MEASURED_INDEX = {name: k for k, name in enumerate(_MEASURED)}
 
 
 def properties_table() -> pd.DataFrame:
@@ -196,7 +202,8 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     pixel_size_nm: one value for all crystals or one per crystal; NaN or None means unknown and gives
         NaN physical columns: nothing is converted on a guessed scale.
     touches_border: per crystal, from the source image; NA when not given.
-    n_jobs: worker processes (forked) sharing the crystals; the table is the same for any number.
+    n_jobs: processes measuring the crystals (this one and n_jobs - 1 forked ones); the table is the
+        same for any number.
     Masks too small to measure (fewer than `MIN_AREA_PX` pixels, or empty) give NaN rows and one
     warning naming them.
     """
@@ -207,8 +214,8 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     images = _check_images(images, masks) if groups & _IMAGE_GROUPS else None
     pixel = _pixel_sizes(pixel_size_nm, n)
     items = [(_check_mask(mask, i), images[i] if images is not None else None) for i, mask in enumerate(masks)]
-    rows = _measure_all(items, groups, n_jobs, progress)
-    table = pd.DataFrame.from_records(rows, columns=_PIXEL_COLUMNS, index=pd.RangeIndex(n))
+    measured = _measure_all(items, groups, n_jobs, progress)
+    table = pd.DataFrame(measured[:, :-1], columns=_PIXEL_COLUMNS)
     for name, dim, _ in _SIZES:
         if dim == 1:
             table[f"{name}_nm"] = table[f"{name}_px"].astype(float) * pixel
@@ -219,7 +226,7 @@ def morphometry_table(masks: Sequence[np.ndarray], images: Sequence[np.ndarray] 
     columns = [name for name in PROPERTIES if name in wanted]
     table = table[columns].astype({name: PROPERTIES[name].dtype for name in columns})
     table.attrs["units"] = {name: PROPERTIES[name].unit for name in columns}
-    _warn_unsampled([i for i, row in enumerate(rows) if row.get(_UNSAMPLED)])
+    _warn_unsampled(np.flatnonzero(measured[:, -1] == 1).tolist())
     return table
 
 
@@ -277,62 +284,120 @@ def _wanted(properties: Sequence[str] | None) -> set[str]:
     return set(properties)
 
 
-_SHARED: list[tuple] = []
-"""The (mask, image) pairs being measured, read by forked workers instead of pickled to them."""
-
-
-def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool = False) -> list[dict]:
-    """`_measure_chunk` over every (mask, image) in chunks, over `n_jobs` forked processes when
-    worth it (the workers inherit the crystals, so only the rows travel)."""
+def _measure_all(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool = False) -> np.ndarray:
+    """`_measure_chunk` over every (mask, image), `PARALLEL_CHUNK` at a time, shared by this process
+    and `n_jobs - 1` forked ones when worth it (`_measure_shared`)."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1; got {n_jobs}")
-    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
-        return _measure_spans(items, groups, n_jobs, progress)
-
-
-def _measure_spans(items: list[tuple], groups: frozenset[str], n_jobs: int, progress: bool) -> list[dict]:
-    global _SHARED
     bar = tqdm(total=len(items), desc="morphometry", unit="crystal", disable=not progress)
-    spans = [(i, min(i + PARALLEL_CHUNK, len(items))) for i in range(0, len(items), PARALLEL_CHUNK)]
-    results = []
-    if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
-        for start, stop in spans:
-            results.extend(_measure_chunk(items[start:stop], groups))
-            bar.update(stop - start)
-    else:
-        _SHARED = items
-        try:
-            with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-                for chunk in pool.map(_measure_span, spans, [groups] * len(spans)):
-                    results.extend(chunk)
-                    bar.update(len(chunk))
-        finally:
-            _SHARED = []
+    with threadpool_limits(1, user_api="blas"):  # its threads cost more than they give on small matrices
+        if n_jobs == 1 or len(items) < 2 * PARALLEL_CHUNK:
+            out = np.concatenate([np.empty((0, len(_MEASURED)))] + [
+                _measure_chunk(items[start:start + PARALLEL_CHUNK], groups, bar)
+                for start in range(0, len(items), PARALLEL_CHUNK)])
+        else:
+            out = _measure_shared(items, groups, n_jobs, bar)
     bar.close()
-    return results
+    return out
 
 
-def _measure_span(span: tuple[int, int], groups: frozenset[str]) -> list[dict]:
-    return _measure_chunk(_SHARED[span[0]:span[1]], groups)
+def _measure_shared(items: list[tuple], groups: frozenset[str], n_jobs: int, bar: tqdm) -> np.ndarray:
+    """`_measure_all` in this process and `n_jobs - 1` forked ones: each takes the next chunk nobody
+    has taken and writes its values into one array in shared memory, so the forked processes
+    inherit the crystals, no values are pickled, and this process works instead of waiting. A
+    failure in a forked process is raised here, with its traceback."""
+    out = np.frombuffer(mmap.mmap(-1, len(items) * len(_MEASURED) * 8), np.float64).reshape(len(items), -1)
+    context = multiprocessing.get_context("fork")
+    counts = context.Array("q", 2)  # chunks taken, crystals done
+    workers = []
+    try:
+        gc.freeze()  # the forked processes' garbage collections then skip (and do not copy) our objects
+        try:
+            for _ in range(n_jobs - 1):
+                receive, send = context.Pipe(duplex=False)
+                worker = context.Process(target=_share, args=(items, groups, out, counts, send), daemon=True)
+                worker.start()
+                send.close()
+                workers.append((worker, receive))
+        finally:
+            gc.unfreeze()
+        _take_chunks(items, groups, out, counts, bar)
+        for worker, receive in workers:
+            while not receive.poll(0.1):
+                bar.update(counts[1] - bar.n)
+            try:
+                trace = receive.recv()
+                error = receive.recv() if trace is not None else None
+            except EOFError:  # it ended without a word
+                worker.join()
+                raise RuntimeError(f"a morphometry worker process died (exit code {worker.exitcode})") from None
+            except Exception:  # noqa: BLE001 - its exception pickled but cannot be rebuilt here
+                raise RuntimeError(f"a morphometry worker process failed:\n{trace}") from None
+            if error is not None:
+                raise error from RuntimeError(f"in a morphometry worker process:\n{trace}")
+    finally:
+        for worker, _ in workers:
+            if worker.is_alive():  # this process failed first
+                worker.kill()
+            worker.join()
+    bar.update(counts[1] - bar.n)
+    return out
 
 
-def _measure_chunk(items: list[tuple], groups: frozenset[str]) -> list[dict]:
-    """Rows of some crystals: shape per crystal, then the outlines traced and the texture of all
-    their patches measured at once."""
+def _take_chunks(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, bar: tqdm | None = None
+                 ) -> None:
+    """Measure the next chunk nobody has taken (`counts[0]`), until none is left."""
+    while True:
+        with counts.get_lock():
+            start = counts[0] * PARALLEL_CHUNK
+            counts[0] += 1
+        if start >= len(items):
+            return
+        out[start:start + PARALLEL_CHUNK] = _measure_chunk(items[start:start + PARALLEL_CHUNK], groups)
+        with counts.get_lock():
+            counts[1] += len(out[start:start + PARALLEL_CHUNK])
+        if bar is not None:
+            bar.update(counts[1] - bar.n)
+
+
+def _share(items: list[tuple], groups: frozenset[str], out: np.ndarray, counts, send) -> None:
+    """A forked process's part of `_measure_shared`: its chunks, then None, or its traceback and
+    exception."""
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            _take_chunks(items, groups, out, counts)
+    except BaseException as error:  # noqa: BLE001 - reported to the caller, which raises it
+        with counts.get_lock():
+            counts[0] = len(items)  # the others take no more chunks
+        send.send(traceback.format_exc())
+        try:
+            send.send(error)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            send.send(RuntimeError(repr(error)))
+        return
+    send.send(None)
+
+
+def _measure_chunk(items: list[tuple], groups: frozenset[str], bar: tqdm | None = None) -> np.ndarray:
+    """The values (`_MEASURED`) of some crystals: shape per crystal, then the outlines traced and
+    the texture of all their patches measured at once."""
     measured = [_measure(mask, image, groups) for mask, image in items]
     rows = [row for row, _, _ in measured]
     smoothed = [i for i, (_, grid, _) in enumerate(measured) if grid is not None]
     for i, contour in zip(smoothed, _contours([measured[i][1] for i in smoothed])):
         rows[i].update(_outline(contour, rows[i]["diameter_equivalent_px"]))
-        rows[i]["occluded_likely"] = bool(rows[i]["solidity"] < OCCLUSION_SOLIDITY
-                                          or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
+        rows[i]["occluded_likely"] = (rows[i]["solidity"] < OCCLUSION_SOLIDITY
+                                      or rows[i]["concavity_max"] > OCCLUSION_CONCAVITY)
+    out = np.array([[row.get(name, math.nan) for name in _MEASURED] for row in rows], dtype=np.float64)
     sampled = [i for i, (_, _, patch) in enumerate(measured) if patch is not None]
     if sampled:
         values = texture.texture_measures(np.stack([measured[i][2][0] for i in sampled]),
                                           np.stack([measured[i][2][1] for i in sampled]))
-        for k, i in enumerate(sampled):
-            rows[i].update({name: column[k].item() for name, column in values.items()})
-    return rows
+        for name, column in values.items():
+            out[sampled, _MEASURED_INDEX[name]] = column
+    if bar is not None:
+        bar.update(len(items))
+    return out.reshape(len(items), len(_MEASURED))
 
 
 def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] = frozenset(_GROUPS)
@@ -342,11 +407,11 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
     outline group) and its texture patch and mask (`texture.texture_sample`; None without an image
     or texture)."""
     left, top, width, height = cv2.boundingRect(mask.view(np.uint8))  # the solid body lies in this box
-    solid = solid_mask(mask[top:top + height, left:left + width])
+    solid, outline = solid_body(mask[top:top + height, left:left + width])
     area = cv2.countNonZero(solid.view(np.uint8)) if width else 0
     if area < MIN_AREA_PX:
         return {"area_px": area}, None, None
-    x, y, width, height = cv2.boundingRect(solid.view(np.uint8))
+    x, y, width, height = cv2.boundingRect(solid.view(np.uint8) if outline is None else outline)
     box, top, left = solid[y:y + height, x:x + width], top + y, left + x
     out = {"area_px": area, "diameter_equivalent_px": math.sqrt(4.0 * area / math.pi),
            "extent": area / (width * height)}
@@ -354,7 +419,7 @@ def _measure(mask: np.ndarray, image: np.ndarray | None, groups: frozenset[str] 
         out.update(_ellipse(box, area))
     grid = _outline_grid(box, (top, left), mask.shape) if "outline" in groups else None
     if "feret" in groups:
-        out.update(_feret(box))
+        out.update(_feret(box, None if outline is None else outline - np.array([x, y], np.int32)))
     if image is None:
         return out, grid, None
     image = np.ascontiguousarray(image, dtype=np.float32)  # OpenCV reads it
@@ -407,9 +472,9 @@ def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
     edges = following - hull
     lengths = np.sqrt((edges * edges).sum(axis=1))
     hull_perimeter = float(lengths.sum())
-    hull_area = 0.5 * abs(hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1])
-    normals = (edges[:, ::-1] * _TO_NORMAL) / lengths[:, None]
-    normals *= -np.sign(((np.add.reduce(hull) / len(hull) - hull) * normals).sum(axis=1))[:, None]  # outward
+    turns = hull[:, 0] @ following[:, 1] - following[:, 0] @ hull[:, 1]  # twice the signed area
+    hull_area = 0.5 * abs(turns)
+    normals = (edges[:, ::-1] * (_TO_NORMAL if turns > 0 else -_TO_NORMAL)) / lengths[:, None]  # outward
     sparse = contour[:-1][::max(1, len(contour) // OUTLINE_POINTS)]
     depth = ((hull * normals).sum(axis=1) - sparse @ normals.T).min(axis=1)  # below each hull side
     out = {
@@ -419,12 +484,13 @@ def _outline(contour: np.ndarray, diameter: float) -> dict[str, float]:
         "circularity": 4.0 * math.pi * area / perimeter ** 2,
         "concavity_max": max(0.0, float(depth.max())) / diameter,
     }
-    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)))
+    out.update(facets.polygon_features(facets.outline_polygon(sparse, diameter)[1]))
     return out
 
 
 _TO_NORMAL = np.array([1.0, -1.0])
-"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy)."""
+"""(dy, dx) times this is the normal (dy, -dx) of an edge (dx, dy): outward where the polygon turns
+counter-clockwise (positive signed area), as OpenCV's hull does in x, y."""
 
 
 @dataclass(frozen=True)
@@ -464,62 +530,62 @@ def _outline_grid(box: np.ndarray, corner: tuple[int, int], shape: tuple[int, in
     every slanted side by up to 8 % and make a disc look 10 % less circular than it is. Masks wider than `OUTLINE_GRID` px are traced
     on every k-th pixel of the smoothed mask (sigma k/2, so nothing aliases): tracing costs per
     outline step, and a crystal's shape needs no more than ~64 px across. Only the grid points the
-    smoothed mask reaches are computed, from the kernel taps there (`_gaussian_sample`).
+    smoothed mask reaches are computed (`_gaussian_sample`).
     """
     step = max(1, -(-max(shape) // OUTLINE_GRID))
     pad = 3 * step
     sigma = max(OUTLINE_SIGMA, step / 2)
     reach = int(4.0 * sigma + 0.5) + step
-    grids, at = [], []
+    at = []  # the crop's grid rows (columns), every step-th from -pad, that lie within reach of the box
     for start, length, full in zip(corner, box.shape, shape):
-        grid = np.arange(0, full + 2 * pad, step) - pad  # the crop's grid rows (columns), `pad` beyond it
-        grid = grid[(grid >= start - reach) & (grid < start + length + reach)]
-        grids.append(grid[0])
-        at.append(grid - start)
+        first = max(0, -(-(start - reach + pad) // step))
+        last = min(-(-(full + 2 * pad) // step), -(-(start + length + reach + pad) // step))
+        at.append(range(first * step - pad - start, last * step - pad - start, step))
     smooth = _gaussian_sample(box, *at, sigma).astype(np.float32)
-    return _Grid(smooth, np.array(grids, dtype=np.float64), step, box, corner)
+    return _Grid(smooth, np.array([at[0][0] + corner[0], at[1][0] + corner[1]], dtype=np.float64), step, box, corner)
 
 
-def _gaussian_sample(array: np.ndarray, at_rows: np.ndarray, at_cols: np.ndarray, sigma: float) -> np.ndarray:
-    """scipy's separable Gaussian filter of a 2-D array with zeros beyond it (mode 'constant'),
-    evaluated only at the grid of rows `at_rows` and columns `at_cols` (float64), from the kernel
-    taps there (`_gaussian_taps`), rows first: a large crop costs a few taps per grid point instead
-    of a full filter pass."""
-    (row_taps, row_weights), (col_taps, col_weights) = (_gaussian_taps(at, n, sigma)
-                                                        for at, n in zip((at_rows, at_cols), array.shape))
-    along_rows = np.einsum("rk,rkw->rw", row_weights, array[row_taps])
-    return np.einsum("ck,rck->rc", col_weights, along_rows[:, col_taps])
-
-
-def _gaussian_taps(at: np.ndarray, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Where scipy's Gaussian (radius 4 sigma) centred on the positions `at` of a line of n pixels
-    reads the line: the pixel under each tap, (len(at), taps), and its weight (0 beyond the line),
-    so that `(weights * line[pixels]).sum(1)` is the filtered line there."""
-    offsets, kernel = _gaussian_kernel(sigma)
-    pixels = at[:, None] + offsets
-    inside = (pixels >= 0) & (pixels < n)
-    return np.where(inside, pixels, 0), np.where(inside, kernel, 0.0)
+def _gaussian_sample(array: np.ndarray, rows: range, cols: range, sigma: float) -> np.ndarray:
+    """scipy's separable Gaussian filter (radius 4 sigma) of a 2-D array with zeros beyond it (mode
+    'constant'), evaluated only at the evenly spaced `rows` x `cols` (inside or beyond the array),
+    float64: each pass is one product of the kernel with a strided view of the taps under the
+    points, rows first, so a large crop costs a few taps per grid point instead of a full filter
+    pass, and no taps are copied."""
+    kernel = _gaussian_kernel(sigma)
+    radius = len(kernel) // 2
+    (top, height), (left, width) = ((at[0] - radius, at[-1] - at[0] + 2 * radius + 1) for at in (rows, cols))
+    window = np.zeros((height, width))  # the array with its zeros, where the taps read
+    inside = array[max(0, top):max(0, top + height), max(0, left):max(0, left + width)]
+    window[max(0, -top):max(0, -top) + inside.shape[0], max(0, -left):max(0, -left) + inside.shape[1]] = inside
+    down, across = window.strides  # views on the buffers (numpy checks that they stay inside)
+    along_rows = kernel @ np.ndarray((len(rows), len(kernel), width), np.float64, window, 0,
+                                     (rows.step * down, down, across))
+    down, across = along_rows.strides
+    return np.ndarray((len(rows), len(cols), len(kernel)), np.float64, along_rows, 0,
+                      (down, cols.step * across, across)) @ kernel
 
 
 @functools.lru_cache(maxsize=4096)
-def _gaussian_kernel(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share it."""
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """Weights of scipy's Gaussian kernel (radius 4 sigma); crops of one size share them."""
     radius = int(4.0 * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 / sigma ** 2 * offsets ** 2)
     kernel /= kernel.sum()
-    offsets.flags.writeable = kernel.flags.writeable = False
-    return offsets, kernel
+    kernel.flags.writeable = False
+    return kernel
 
 
-def _feret(box: np.ndarray) -> dict[str, float]:
+def _feret(box: np.ndarray, outline: np.ndarray | None = None) -> dict[str, float]:
     """Feret diameters from the convex hull of the pixel corners (rotating calipers).
 
     Only the corners of the pixels on the convex hull of the pixel centres can be hull points (of
-    the outer boundary's simple chain, OpenCV's), so only those corners are used.
+    the outer boundary's simple chain, OpenCV's; `outline` where `solid_body` gave it), so only
+    those corners are used.
     """
-    contours, _ = cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    pixels = cv2.convexHull(np.concatenate(contours))[:, 0, ::-1].astype(np.float64)  # (row, col)
+    if outline is None:
+        outline = np.concatenate(cv2.findContours(box.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0])
+    pixels = cv2.convexHull(outline)[:, 0, ::-1].astype(np.float64)  # (row, col)
     corners = (pixels[:, None, :] + _PIXEL_CORNERS).reshape(-1, 2)
     hull = _hull(corners)
     edges = np.concatenate([hull[1:], hull[:1]]) - hull

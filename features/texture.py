@@ -1,8 +1,9 @@
 """Intensity and texture inside a crystal: brightness, edges, GLCM and LBP summaries.
 
 Texture is measured on a fixed-size square patch: the crop padded to a square and shrunk by area
-averaging (OpenCV's INTER_AREA, the standard anti-aliased downscale), so its cost does not grow
-with the crystal and a crystal reads the same at any magnification. Intensities are stretched
+averaging (as OpenCV's INTER_AREA, the standard anti-aliased downscale; computed only where the
+crystal is), so its cost does not grow with the crystal and a crystal reads the same at any
+magnification. Intensities are stretched
 between the crystal's own 2nd and 98th percentiles first: SEM contrast and brightness vary from
 image to image, the surface pattern of a crystal does not.
 
@@ -40,14 +41,16 @@ GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 def texture_sample(image: np.ndarray, box: np.ndarray, corner: tuple[int, int] = (0, 0)
                    ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The crystal's grey values and mask at TEXTURE_SIZE (`square_patch`; the mask, given as `box`
-    at `corner` of the image, at the nearest pixel, `square_sample`), or None when no pixel of the
+    """The crystal's grey values and mask at TEXTURE_SIZE (`square_patch`, on the rows and columns
+    the mask reaches: the texture measures read nothing beyond it; the mask, given as `box` at
+    `corner` of the image, at the nearest pixel, `square_sample`), or None when no pixel of the
     mask survives the sampling (a crystal a pixel or two thin in a long crop: it has no texture to
     measure at this size)."""
     inside = square_sample(box, TEXTURE_SIZE, image.shape, corner)
-    if not inside.any():
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if not len(rows):
         return None
-    return square_patch(image, TEXTURE_SIZE), inside
+    return square_patch(image, TEXTURE_SIZE, (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)), inside
 
 
 def square_centres(shape: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,15 +74,38 @@ def square_sample(array: np.ndarray, size: int, shape: tuple[int, int] | None = 
     return out
 
 
-def square_patch(image: np.ndarray, size: int) -> np.ndarray:
-    """`image` centred on a zero-padded square (as `square_sample` places it), resized to `size` x
-    `size` by OpenCV's area interpolation (`cv2.INTER_AREA`): when shrinking, each patch pixel is
-    the mean of the image area under it, the standard anti-aliased downscale."""
-    h, w = image.shape
-    side = max(h, w)
+def square_patch(image: np.ndarray, size: int, rows: tuple[int, int] | None = None,
+                 cols: tuple[int, int] | None = None) -> np.ndarray:
+    """`image` centred on a zero-padded square (as `square_sample` places it) and shrunk to `size` x
+    `size` by area averaging, the standard anti-aliased downscale (OpenCV's INTER_AREA): each patch
+    pixel is the mean of the square's area under it. Only the patch rows `rows` and columns `cols`
+    (start, stop; default all) are computed, zero elsewhere: two float32 products with the area
+    weights (`area_weights`) of the image pixels under them, so the cost is that of the crystal's
+    part of the crop, not of the whole square."""
+    (h, w), side = image.shape, max(image.shape)
     top, left = (side - h) // 2, (side - w) // 2
-    square = cv2.copyMakeBorder(image, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=0)
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    (r0, r1), (c0, c1) = rows or (0, size), cols or (0, size)
+
+    def under(start: int, stop: int, offset: int, n: int) -> tuple[int, int]:  # image pixels under patch pixels
+        return min(max(0, start * side // size - offset), n), min(max(0, -(-stop * side // size) - offset), n)
+
+    (y0, y1), (x0, x1) = under(r0, r1, top, h), under(c0, c1, left, w)
+    first, last = min(r0, c0), min(top + y0, left + x0)  # one block of weights serves rows and columns
+    weights = area_weights(side, size, (first, max(r1, c1)), (last, max(top + y1, left + x1)))
+    patch = np.zeros((size, size), np.float32)
+    patch[r0:r1, c0:c1] = ((weights[r0 - first:r1 - first, top + y0 - last:top + y1 - last] @ image[y0:y1, x0:x1])
+                           @ weights[c0 - first:c1 - first, left + x0 - last:left + x1 - last].T)
+    return patch
+
+
+def area_weights(side: int, size: int, patch: tuple[int, int], line: tuple[int, int]) -> np.ndarray:
+    """Area-averaging weights of a line of `side` pixels shrunk to `size`, for the patch pixels
+    `patch` (start, stop) and line pixels `line`: the share of patch pixel k's extent [k, k + 1)
+    side / size that line pixel j covers, over that extent (so a whole row sums to 1), float32."""
+    scale = side / size
+    start = np.arange(*patch)[:, None] * scale
+    covered = np.minimum(np.maximum(np.arange(line[0], line[1] + 1), start), start + scale)  # up to each pixel edge
+    return ((covered[:, 1:] - covered[:, :-1]) / scale).astype(np.float32)
 
 
 def intensity_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """Handcrafted morphometry against known geometry, and the classical model zoo on the suite's folds."""
 
+import os
+import threading
 import warnings
 
 import numpy as np
@@ -442,29 +444,32 @@ def test_a_property_selection_computes_only_those_columns_with_the_same_values()
 
 
 def test_texture_patch_is_the_area_average_of_the_padded_square_crop():
-    """The texture patch is the crop centred on a zero-padded square and shrunk by OpenCV's area
-    interpolation: for a whole shrink factor each patch pixel is the mean of its block of the
-    square, and the mask is sampled at the patch pixel centres; wide, tall, thin and square crops."""
+    """The texture patch is the crop centred on a zero-padded square and shrunk by area averaging,
+    as OpenCV's INTER_AREA: for a whole shrink factor each patch pixel is the mean of its block of
+    the square, and the mask is sampled at the patch pixel centres; wide, tall, thin and square
+    crops, masks filling the crop or a part of it (the patch is computed where the mask is)."""
     import cv2
 
     from features.texture import TEXTURE_SIZE, texture_sample
 
     rng = np.random.default_rng(4)
     for shape in [(300, 170), (90, 400), (9, 200), (60, 60), (144, 97), (49, 7)]:
-        image = rng.random(shape).astype(np.float32)
-        mask = rng.random(shape) < 0.9
-        side = max(shape)
-        pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
-        square, square_mask = np.pad(image, pad), np.pad(mask, pad)
-        patch, inside = texture_sample(image, mask)
-        expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
-        np.testing.assert_allclose(patch, expected, rtol=1e-6, atol=1e-7)
-        if side % TEXTURE_SIZE == 0:
-            k = side // TEXTURE_SIZE
-            np.testing.assert_allclose(patch, square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3)),
-                                       rtol=1e-5, atol=1e-6)
-        centres = ((np.arange(TEXTURE_SIZE) + 0.5) * side / TEXTURE_SIZE).astype(int)
-        assert np.array_equal(inside, square_mask[np.ix_(centres, centres)])
+        for part in (slice(None), slice(shape[0] // 5, shape[0] - shape[0] // 4)):
+            image = rng.random(shape).astype(np.float32)
+            mask = np.zeros(shape, bool)
+            mask[part, shape[1] // 3:] = rng.random(shape)[part, shape[1] // 3:] < 0.9
+            side = max(shape)
+            pad = [((side - n) // 2, side - n - (side - n) // 2) for n in shape]
+            square, square_mask = np.pad(image, pad), np.pad(mask, pad)
+            patch, inside = texture_sample(image, mask)
+            centres = ((np.arange(TEXTURE_SIZE) + 0.5) * side / TEXTURE_SIZE).astype(int)
+            assert np.array_equal(inside, square_mask[np.ix_(centres, centres)])
+            expected = cv2.resize(square, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+            np.testing.assert_allclose(patch[inside], expected[inside], rtol=1e-5, atol=1e-6)
+            if side % TEXTURE_SIZE == 0:
+                k = side // TEXTURE_SIZE
+                blocks = square.reshape(TEXTURE_SIZE, k, TEXTURE_SIZE, k).mean(axis=(1, 3))
+                np.testing.assert_allclose(patch[inside], blocks[inside], rtol=1e-5, atol=1e-6)
 
 
 def test_texture_is_the_same_at_two_magnifications():
@@ -520,11 +525,13 @@ def test_outline_smoothing_at_the_grid_points_equals_filtering_the_whole_mask():
     rng = np.random.default_rng(4)
     for shape, sigma in [((30, 17), 1.0), ((9, 40), 2.5), ((1, 12), 1.0), ((25, 25), 4.0)]:
         box = rng.random(shape) < 0.7
-        rows, cols = np.arange(-6, shape[0] + 6, 2), np.arange(-7, shape[1] + 7, 3)
-        margin = 8 + int(4 * sigma + 0.5)
-        expected = ndi.gaussian_filter(np.pad(box.astype(np.float64), margin), sigma, mode="constant")
-        np.testing.assert_allclose(morphometry._gaussian_sample(box, rows, cols, sigma),
-                                   expected[np.ix_(rows + margin, cols + margin)], rtol=1e-12, atol=1e-15)
+        for rows, cols in [(range(-6, shape[0] + 6, 2), range(-7, shape[1] + 7, 3)),
+                           (range(shape[0] // 2, shape[0] + 3), range(-20, -3, 4))]:  # partly inside; wholly beyond
+            margin = 24 + int(4 * sigma + 0.5)
+            expected = ndi.gaussian_filter(np.pad(box.astype(np.float64), margin), sigma, mode="constant")
+            np.testing.assert_allclose(morphometry._gaussian_sample(box, rows, cols, sigma),
+                                       expected[np.ix_(np.array(rows) + margin, np.array(cols) + margin)],
+                                       rtol=1e-12, atol=1e-15)
 
 
 def test_solid_mask_fills_holes_and_keeps_the_largest_8_connected_component():
@@ -626,3 +633,97 @@ def test_batched_contours_equal_find_contours():
             np.testing.assert_array_equal(contour, expected[0])
             used += 1
     assert used >= 30
+
+
+def _fail_in_forked_processes(monkeypatch, fail) -> None:
+    """Make `_measure` call `fail()` in any process but this one (a forked worker's failure); this
+    one waits for that, so a worker surely takes a chunk before this one has measured them all."""
+    import multiprocessing
+
+    parent, measure = os.getpid(), morphometry._measure
+    failing = multiprocessing.get_context("fork").Event()
+
+    def measure_or_fail(*args):
+        if os.getpid() == parent:
+            assert failing.wait(60), "no worker process took a chunk"
+            return measure(*args)
+        failing.set()
+        return fail()
+
+    monkeypatch.setattr(morphometry, "PARALLEL_CHUNK", 10)
+    monkeypatch.setattr(morphometry, "_measure", measure_or_fail)
+
+
+def test_a_failure_in_a_worker_process_is_raised_in_the_caller(monkeypatch):
+    def fail():
+        raise ValueError("broken crystal")
+
+    _fail_in_forked_processes(monkeypatch, fail)
+    masks = [disc_mask(6.0 + i % 5) for i in range(60)]
+    with pytest.raises(ValueError, match="broken crystal"):
+        morphometry_table(masks, n_jobs=2)
+
+
+def test_a_worker_process_that_dies_is_an_error_not_a_hang(monkeypatch):
+    _fail_in_forked_processes(monkeypatch, lambda: os._exit(3))
+    masks = [disc_mask(6.0 + i % 5) for i in range(60)]
+    with pytest.raises(RuntimeError, match="worker process died"):
+        morphometry_table(masks, n_jobs=2)
+
+
+def test_feret_columns_equal_brute_force_over_the_pixel_corners():
+    """Feret diameters by rotating calipers on the hull equal a brute-force search over every pixel
+    corner of the solid mask: the largest corner-to-corner distance, and the narrowest width over
+    all directions normal to a pair of corners (the narrowest is normal to a hull side), with its
+    perpendicular extent; on blobs with holes, islands and several bodies as well as solid ones."""
+    from mcn.data.patches import solid_mask
+
+    rng = np.random.default_rng(11)
+    masks = [ndi_blob(rng, (int(rng.integers(6, 14)), int(rng.integers(6, 14))), fill) for fill in
+             rng.uniform(0.35, 0.9, 40)]
+    masks += [np.ones((1, 9), bool), np.eye(7, dtype=bool), regular_polygon(5, 6, 16, 10)]
+    masks = [m for m in masks if solid_mask(m).sum() >= morphometry.MIN_AREA_PX]
+    table = morphometry_table(masks, properties=["feret_max_px", "feret_min_px", "aspect_ratio_feret"])
+    for mask, (_, row) in zip(masks, table.iterrows()):
+        rows, cols = np.nonzero(solid_mask(mask))
+        corners = np.unique(np.concatenate([np.stack([rows + dr, cols + dc], 1)
+                                            for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)]), axis=0)
+        pairs = corners[:, None] - corners[None]
+        assert row["feret_max_px"] == pytest.approx(np.sqrt((pairs ** 2).sum(-1)).max(), rel=1e-12)
+        sides = pairs.reshape(-1, 2)[(pairs.reshape(-1, 2) ** 2).sum(1) > 0]
+        sides = sides / np.sqrt((sides ** 2).sum(1))[:, None]
+        across = corners @ np.stack([sides[:, 1], -sides[:, 0]])
+        widths = across.max(0) - across.min(0)
+        k = widths.argmin()
+        along = corners @ sides[k]
+        assert row["feret_min_px"] == pytest.approx(widths[k], rel=1e-12)
+        assert row["aspect_ratio_feret"] == pytest.approx((along.max() - along.min()) / widths[k], rel=1e-9)
+
+
+def ndi_blob(rng: np.random.Generator, shape: tuple[int, int], fill: float) -> np.ndarray:
+    """A random blob: noise smoothed and cut, so it may have holes, islands and several bodies."""
+    from scipy import ndimage as ndi
+
+    noise = ndi.gaussian_filter(rng.random((shape[0] + 4, shape[1] + 4)), 1.0)
+    return noise > np.quantile(noise, 1 - fill)
+
+
+class _Unpicklable(Exception):
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.lock = threading.Lock()  # no pickle takes it
+
+
+class _NotRebuilt(Exception):
+    def __init__(self, code: int, why: str):  # its pickle calls it with one argument
+        super().__init__(f"{why} ({code})")
+
+
+@pytest.mark.parametrize("error", [lambda: _Unpicklable("odd crystal"), lambda: _NotRebuilt(7, "odd crystal")])
+def test_a_worker_failure_that_does_not_pickle_is_still_raised_in_the_caller(monkeypatch, error):
+    def fail():
+        raise error()
+
+    _fail_in_forked_processes(monkeypatch, fail)
+    with pytest.raises(Exception, match="odd crystal"):
+        morphometry_table([disc_mask(6.0 + i % 5) for i in range(60)], n_jobs=2)

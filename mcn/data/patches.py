@@ -101,19 +101,33 @@ def patch_mask(image: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarr
 
 def solid_mask(mask: np.ndarray) -> np.ndarray:
     """A crystal as one solid body: holes filled, then the largest 8-connected component (islands
-    and holes are segmentation debris). Shared by patch loading and morphometry; OpenCV's flood
-    fill, and component labelling only where the outer contours show more than one component."""
-    padded = np.pad(np.asarray(mask, bool), 1).view(np.uint8)
-    outside = padded.copy()
-    cv2.floodFill(outside, None, (0, 0), 2, flags=4)  # the background that reaches the border
-    solid = outside != 2
-    contours, _ = cv2.findContours(solid.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    solid = solid[1:-1, 1:-1]
-    if len(contours) <= 1:
-        return solid
+    and holes are segmentation debris). Shared by patch loading and morphometry (`solid_body`)."""
+    return solid_body(mask)[0]
+
+
+def solid_body(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """`solid_mask` and, where the mask is one body already, its outer contour (OpenCV's
+    `findContours` points, (k, 1, 2) x/y, simple chain; None otherwise), which morphometry reuses.
+
+    OpenCV's outer and hole contours (8-connected body, 4-connected background) tell whether there
+    is anything to do: a flood fill of the outside only where there are holes, component labelling
+    only where there are several outer contours."""
+    padded = cv2.copyMakeBorder(np.asarray(mask, bool).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = [c for c, (_, _, _, parent) in zip(contours, hierarchy[0])
+             if parent < 0] if contours else []  # the others are holes
+    if len(outer) < len(contours):
+        cv2.floodFill(padded, None, (0, 0), 2, flags=4)  # the background that reaches the border
+        padded = (padded != 2).view(np.uint8)
+        outer, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    solid = padded[1:-1, 1:-1].view(bool)
+    if len(outer) == 1:
+        return solid, outer[0] - 1
+    if not outer:
+        return solid, None
     _, components, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
         solid.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF)  # the sequential algorithm: no thread start
-    return components == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])
+    return components == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA]), None
 
 
 def given_split(dataset: CrystalDataset) -> Fold | None:
