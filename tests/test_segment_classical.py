@@ -294,18 +294,25 @@ def test_pieces_narrower_than_the_noise_smoothing_are_not_crystals():
         assert estimated["n_pred"] <= 1.15 * estimated["n_matched"]
 
 
+def shaded_crystals(lit_columns: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """(shape, grey, labels) of six 56 px crystals on a 0.08 matrix in a 256 px field, each lit
+    (0.85) left of `lit_columns` past its centre column and shaded (0.5) right of it."""
+    shape, labels = (256, 256), np.zeros((256, 256), np.uint16)
+    grey = np.full(shape, 0.08)
+    for k, (r, c) in enumerate([(40, 40), (40, 130), (40, 215), (130, 40), (130, 130), (130, 215)], 1):
+        disk = draw.disk((r, c), 28, shape=shape)
+        labels[disk] = k
+        grey[disk] = np.where(disk[1] < c + lit_columns, 0.85, 0.5)
+    return shape, grey, labels
+
+
 def test_dim_crystals_beside_shaded_bright_ones_are_kept_whole():
     """Particles lower in the field are dimmer (AMPIS: grey 0.2 on a 0.07 matrix, the others 0.4):
     with bright crystals of two facet greys, the lower of three Otsu classes fell inside the dim
     crystals and cut them to specks; on a clean image the lowest of four classes keeps them."""
     rng = np.random.default_rng(0)
-    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
-    grey = np.full(shape, 0.08)
-    for r, c in [(40, 40), (40, 130), (40, 215), (130, 40), (130, 130), (130, 215)]:
-        k += 1
-        disk = draw.disk((r, c), 28, shape=shape)
-        labels[disk] = k
-        grey[disk] = np.where(disk[1] < c, 0.85, 0.5)  # a lit and a shaded half
+    shape, grey, labels = shaded_crystals(lit_columns=0)  # a lit and a shaded half
+    k = int(labels.max())
     for r, c in [(205, 30), (215, 85), (205, 140), (215, 195), (200, 240)]:
         k += 1
         disk = draw.disk((r, c), 9, shape=shape)
@@ -454,13 +461,8 @@ def test_a_crystal_whose_shaded_facet_is_the_smaller_part_stays_one():
     part of its crystal, it was split off as a dim crystal (12 labels for 6 crystals). Its centre lies inside
     the crystal's largest inscribed disc, where no other crystal's centre can lie."""
     rng = np.random.default_rng(0)
-    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
-    grey = np.full(shape, 0.08)
-    for r, c in [(40, 40), (40, 130), (40, 215), (130, 40), (130, 130), (130, 215)]:
-        k += 1
-        disk = draw.disk((r, c), 28, shape=shape)
-        labels[disk] = k
-        grey[disk] = np.where(disk[1] <= c + 4, 0.85, 0.5)  # the shaded facet is the smaller part
+    shape, grey, labels = shaded_crystals(lit_columns=5)  # the shaded facet is the smaller part
+    k = int(labels.max())
     image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
     pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
     assert pred.max() == k

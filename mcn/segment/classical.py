@@ -491,6 +491,10 @@ class ClassicalSegmenter:
             raise DataError("blank image (a single grey level): nothing to segment")
         return image.astype(np.float32, copy=False)
 
+    def _range_given(self) -> bool:
+        """The size range is the user's (not estimated, nor a default used only where it fits)."""
+        return self.min_crystal_px is not None and not self.size_prior
+
     def crystal_size_px(self, image: np.ndarray) -> tuple[float, float | None]:
         """The (min, max) crystal diameters in px used on `image`: as given, else the smallest is
         estimated; an estimated largest is not used to drop instances (an unsplit clump would lose
@@ -498,7 +502,7 @@ class ClassicalSegmenter:
         typical (area-weighted) crystal is at least PRIOR_MARGIN times its minimum and not above
         its maximum: a default minimum closer to the typical size would drop a large share of the
         image's crystals (15-40 px particles at a pixel size where the carbonate minimum is 25 px)."""
-        if self.min_crystal_px is not None and not self.size_prior:
+        if self._range_given():
             return float(self.min_crystal_px), self.max_crystal_px
         low, high = estimate_crystal_size_px(image, self.polarity)
         if self.min_crystal_px is None:
@@ -533,20 +537,25 @@ class ClassicalSegmenter:
         smooth = filters.gaussian(image, sigma=sigma) if sigma > 0 else image
         return smooth, smoothed_noise(noise, sigma), sigma
 
-    def _mask(self, smooth: np.ndarray, noise: float, low: float, block: int) -> np.ndarray:
-        """Crystal mask: the chosen threshold, but never within SIGNIFICANCE residual-noise sd of
-        the matrix level (`matrix_level`): on an image of one crystal class the
-        lower multi-Otsu threshold can fall inside the matrix's own grey range. "multiotsu" takes
-        the lowest of four classes where it is DIM_SIGNIFICANCE sd clear of the matrix."""
-        if self.polarity == "dark":
-            smooth = smooth.max() - smooth
+    def _brightness(self, smooth: np.ndarray, noise: float) -> tuple[np.ndarray, tuple | None]:
+        """The smoothed image with crystals bright, and its `multiotsu_levels` (None unless the
+        threshold is "multiotsu"): computed once per image for the mask and steps 5 and 6."""
+        bright = smooth.max() - smooth if self.polarity == "dark" else smooth
+        return bright, multiotsu_levels(bright, noise) if self.threshold == "multiotsu" else None
+
+    def _mask(self, smooth: np.ndarray, levels: tuple | None, noise: float, low: float, block: int) -> np.ndarray:
+        """Crystal mask of `smooth` (crystals bright; `levels` from `_brightness`): the chosen
+        threshold, but never within SIGNIFICANCE residual-noise sd of the matrix level
+        (`matrix_level`): on an image of one crystal class the lower multi-Otsu threshold can fall
+        inside the matrix's own grey range. "multiotsu" takes the lowest of four classes where it
+        is DIM_SIGNIFICANCE sd clear of the matrix."""
         if self.threshold == "otsu":
             fg = smooth > filters.threshold_otsu(smooth)
         elif self.threshold == "li":
             fg = smooth > filters.threshold_li(smooth)
         elif self.threshold == "multiotsu":
             otsu = filters.threshold_otsu(smooth)
-            matrix, level, dim = multiotsu_levels(smooth, noise)
+            matrix, level, dim = levels
             level = level if dim is None else dim
             fg = smooth > min(max(level, matrix + SIGNIFICANCE * noise), otsu)
         else:
@@ -562,14 +571,15 @@ class ClassicalSegmenter:
         shape = np.shape(image)
         work, low, _, block = self._prepare(image)
         smooth, noise, _ = self._smooth(work, low, block)
-        return _upsample(self._mask(smooth, noise, low, block), block, shape)
+        bright, levels = self._brightness(smooth, noise)
+        return _upsample(self._mask(bright, levels, noise, low, block), block, shape)
 
     def _smallest_kept(self, low: float, sigma: float) -> float:
         """Diameter (working px) of the smallest instance kept: the smallest crystal, and, where that
         is not the user's (estimated, or a default range), at least RESOLVED_SIGMAS x the smoothing
         `sigma` (noisy 11-40 px particles, where the estimate reaches its 4 px floor: the pieces
         a seed spacing of 5 px cuts are dropped)."""
-        if self.min_crystal_px is not None and not self.size_prior:
+        if self._range_given():
             return low
         return max(low, RESOLVED_SIGMAS * sigma)
 
@@ -615,16 +625,13 @@ class ClassicalSegmenter:
             relief += self.edge_weight * low * grad / max(float(grad.max()), 1e-9)
         return relief
 
-    def _dim_mask(self, smooth: np.ndarray, fg: np.ndarray, noise: float, low: float) -> np.ndarray:
+    def _dim_mask(self, bright: np.ndarray, levels: tuple | None, fg: np.ndarray, low: float) -> np.ndarray:
         """Dim crystals outside `fg` (module doc, step 5); none unless the image is clean enough for
         the four-class threshold (DIM_SIGNIFICANCE)."""
         none = np.zeros_like(fg)
-        if self.dim_fraction is None or self.threshold != "multiotsu" or not fg.any():
+        if self.dim_fraction is None or levels is None or levels[2] is None or not fg.any():
             return none
-        bright = smooth.max() - smooth if self.polarity == "dark" else smooth
-        matrix, _, level = multiotsu_levels(bright, noise)
-        if level is None:
-            return none
+        matrix, _, level = levels
         dim = (bright > matrix + self.dim_fraction * (level - matrix)) & ~fg
         dim = ndi.binary_opening(dim, morphology.disk(max(1, round(DIM_OPENING * low))))
         min_area = int(np.pi / 4 * low ** 2)
@@ -635,20 +642,17 @@ class ClassicalSegmenter:
     def _smallest_dim(self, low: float) -> float:
         """Diameter (working px) of the smallest dim crystal sought (step 5): the smallest crystal
         where the range is the user's, else down to MIN_ESTIMATE_PX (outline test SMALL_DIM_EDGE)."""
-        if self.min_crystal_px is not None and not self.size_prior:
+        if self._range_given():
             return low
         return min(low, MIN_ESTIMATE_PX)
 
-    def _split_dim_plateaus(self, labels: np.ndarray, smooth: np.ndarray, grad: np.ndarray, noise: float,
+    def _split_dim_plateaus(self, labels: np.ndarray, bright: np.ndarray, levels: tuple | None, grad: np.ndarray,
                             edge: float, low: float) -> np.ndarray:
         """Dim crystals merged into a brighter one (module doc, step 6) as labels of their own; none
         unless the image is clean enough for the four-class threshold (DIM_SIGNIFICANCE)."""
-        if self.step_contrast is None or self.threshold != "multiotsu" or not labels.any():
+        if self.step_contrast is None or levels is None or levels[2] is None or not labels.any():
             return labels
-        bright = smooth.max() - smooth if self.polarity == "dark" else smooth
-        matrix, _, level = multiotsu_levels(bright, noise)
-        if level is None:
-            return labels
+        matrix, _, level = levels
         mask = labels > 0
         plateau = brightness_plateaus(bright, grad, mask, STEP_CORE * edge, self.step_contrast * (level - matrix),
                                       np.pi / 4 * (DIM_OPENING * low) ** 2)
@@ -686,7 +690,8 @@ class ClassicalSegmenter:
         shape = np.shape(image)
         work, low, high, block = self._prepare(image)
         smooth, noise, sigma = self._smooth(work, low, block)
-        fg = self._mask(smooth, noise, low, block)
+        bright, levels = self._brightness(smooth, noise)
+        fg = self._mask(bright, levels, noise, low, block)
         grad = filters.sobel(smooth)
         edge = float(np.median(grad[fg & ~ndi.binary_erosion(fg)])) if fg.any() else 0.0  # outline gradient
         cut = fg
@@ -694,7 +699,7 @@ class ClassicalSegmenter:
             cut = fg & (grad < self.edge_cut * edge)
         dist = ndi.distance_transform_edt(fg)
         cut_dist = ndi.distance_transform_edt(cut) if cut is not fg else dist
-        dim = self._dim_mask(smooth, fg, noise, low)
+        dim = self._dim_mask(bright, levels, fg, low)
         dim_dist = ndi.distance_transform_edt(dim)  # seeded in one pass with the crystal mask (speed)
         seeds = self._seeds(cut_dist + dim_dist, low, dist + dim_dist)
         labels = segmentation.watershed(self._relief(dist, cut_dist, grad, low), np.where(fg, seeds, 0), mask=fg)
@@ -710,7 +715,7 @@ class ClassicalSegmenter:
             found = np.where(rim[found] >= np.where(small, SMALL_DIM_EDGE, DIM_EDGE)[found] * edge, found, 0)
             labels = _join_across_weak_boundaries(np.where(found > 0, found + first - 1, labels), first, grad,
                                                   self.dim_join * edge)
-        labels = self._split_dim_plateaus(labels, smooth, grad, noise, edge, low)
+        labels = self._split_dim_plateaus(labels, bright, levels, grad, edge, low)
         min_area = int(np.pi / 4 * self._smallest_kept(low, sigma) ** 2)
         max_area = None if high is None else int(np.pi / 4 * high ** 2)
         if dim.any():  # dim crystals below the smallest crystal passed their outline test (step 5)
