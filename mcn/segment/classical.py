@@ -150,6 +150,15 @@ STEP_CORE = 0.5
 the outlines' median gradient: inside one crystal the shading changes smoothly, while the rim or
 crevice between two touching crystals is a step about half as strong as an outline (ampis-powder:
 0.3-0.8 of it between a dim particle and the bright one in front)."""
+SAME_GREY = 0.5
+"""Two pieces are of one crystal only where their mean greys differ by less than this fraction of the
+dim-crystal contrast (lowest four-class threshold minus matrix level; the three-class one on noisy
+images): as `step_contrast`, one particle's texture and shading are one brightness plateau."""
+JOIN_NECK = 0.8
+"""Two pieces are of one crystal only where the line between them spans at least this fraction of the
+smaller piece's width (its largest inscribed disc): a crystal cut in two has no neck at the cut, while
+two touching convex particles meet along a chord shorter than either is wide (two equal discs whose
+centres are 1.5 radii apart: 0.75 of a piece's width)."""
 PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
@@ -293,23 +302,29 @@ def multiotsu_levels(bright: np.ndarray, noise: float) -> tuple[float, float, fl
     return matrix, three, four if four >= matrix + DIM_SIGNIFICANCE * noise else None
 
 
-def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarray, limit: float) -> np.ndarray:
-    """Each label >= `first` joins the label below `first` it shares the longest boundary with,
-    where the mean gradient along that boundary is below `limit` (no brightness step: one crystal)."""
+def _boundary_steps(labels: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lower label, higher label, length in 4-connected pixel edges, mean of `grad` across them) of
+    each boundary between two different labels > 0."""
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     step = np.concatenate([(grad[:, :-1] + grad[:, 1:]).ravel(), (grad[:-1, :] + grad[1:, :]).ravel()]) / 2
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    across = (lo > 0) & (lo < first) & (hi >= first)
+    across = (a > 0) & (b > 0) & (a != b)
+    lo, hi = np.minimum(a[across], b[across]).astype(np.int64), np.maximum(a[across], b[across]).astype(np.int64)
     n = int(labels.max()) + 1
-    pairs, inverse = np.unique(lo[across].astype(np.int64) * n + hi[across], return_inverse=True)
+    pairs, inverse = np.unique(lo * n + hi, return_inverse=True)
     length = np.bincount(inverse, minlength=len(pairs))
-    mean = np.bincount(inverse, step[across], minlength=len(pairs)) / np.maximum(length, 1)
-    lut = np.arange(n)
+    return pairs // n, pairs % n, length, np.bincount(inverse, step[across], minlength=len(pairs)) / length
+
+
+def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarray, limit: float) -> np.ndarray:
+    """Each label >= `first` joins the label below `first` it shares the longest boundary with,
+    where the mean gradient along that boundary is below `limit` (no brightness step: one crystal)."""
+    lo, hi, length, mean = _boundary_steps(labels, grad)
+    lut = np.arange(int(labels.max()) + 1)
     joined = set()
     for k in np.argsort(-length, kind="stable"):
-        host, part = divmod(int(pairs[k]), n)
-        if part not in joined and mean[k] < limit:
+        host, part = int(lo[k]), int(hi[k])
+        if host < first <= part and part not in joined and mean[k] < limit:
             joined.add(part)
             lut[part] = host
     return lut[labels]
@@ -422,6 +437,11 @@ class ClassicalSegmenter:
         is a crystal of its own (module doc, step 6): a particle lower in the field, partly behind
         the bright one in front, leaves the distance transform no neck. Clean images only; None:
         not split.
+    join_step: neighbouring instances are joined where the mean gradient along the line between
+        them is below this fraction of the outline's median gradient, their greys are close and the
+        line has no neck (module doc, step 6): the seeds cut some crystals (cupped, flat or irregular
+        particles with several distance-transform peaks) into pieces with no step between them;
+        None: not joined.
     """
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
@@ -432,7 +452,7 @@ class ClassicalSegmenter:
                  work_min_px: float | None = 12.0,
                  preprocessor=None, max_pixels: int | None = MAX_IMAGE_PIXELS,
                  dim_fraction: float | None = 0.5, dim_join: float = 0.3,
-                 step_contrast: float | None = 0.5):
+                 step_contrast: float | None = 0.5, join_step: float | None = 0.4):
         self.min_crystal_px = min_crystal_px
         self.max_crystal_px = max_crystal_px
         self.size_prior = size_prior
@@ -453,6 +473,7 @@ class ClassicalSegmenter:
         self.dim_fraction = dim_fraction
         self.dim_join = dim_join
         self.step_contrast = step_contrast
+        self.join_step = join_step
 
     @classmethod
     def for_pixel_size(cls, pixel_size_nm: float, crystal_size_nm: tuple[float, float] | None = None,
@@ -477,6 +498,8 @@ class ClassicalSegmenter:
             raise ValueError(f"split_ratio must be in (0, 1); got {self.split_ratio}")
         if self.step_contrast is not None and not self.step_contrast > 0:
             raise ValueError(f"step_contrast must be > 0 or None; got {self.step_contrast}")
+        if self.join_step is not None and not self.join_step > 0:
+            raise ValueError(f"join_step must be > 0 or None; got {self.join_step}")
         if self.dim_fraction is not None and not 0 < self.dim_fraction < 1:
             raise ValueError(f"dim_fraction must be in (0, 1) or None; got {self.dim_fraction}")
         if not self.seed_spacing > 0:
@@ -685,6 +708,49 @@ class ClassicalSegmenter:
         ids[own] = int(labels.max()) + 1 + np.arange(int(own.sum()))
         return np.where(ids[plateau] > 0, ids[plateau], labels)
 
+    def _join_cut_crystals(self, labels: np.ndarray, bright: np.ndarray, levels: tuple | None, grad: np.ndarray,
+                           edge: float, high: float | None) -> np.ndarray:
+        """Neighbouring instances that are pieces of one crystal joined (module doc, step 6): no
+        brightness step on the line between them (mean gradient below `join_step` of the outline's,
+        greys within SAME_GREY), no neck there (JOIN_NECK), and together not above the largest crystal."""
+        if self.join_step is None or levels is None or not labels.any():
+            return labels
+        matrix, three, four = levels
+        lo, hi, length, mean = _boundary_steps(labels, grad)
+        n = int(labels.max()) + 1
+        area = np.bincount(labels.ravel(), minlength=n)
+        grey = np.bincount(labels.ravel(), bright.ravel(), n) / np.maximum(area, 1)
+        weak = (mean < self.join_step * edge)
+        weak &= np.abs(grey[lo] - grey[hi]) < SAME_GREY * ((three if four is None else four) - matrix)
+        if not weak.any():
+            return labels
+        lo, hi, length = lo[weak], hi[weak], length[weak]
+        seam = np.zeros(labels.shape, bool)  # each piece's width is measured with the lines between pieces as edges
+        seam[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        seam[:-1, :] |= labels[:-1, :] != labels[1:, :]
+        inner = ndi.distance_transform_edt((labels > 0) & ~seam)
+        pieces = np.unique(np.concatenate([lo, hi]))
+        width = np.zeros(n)
+        width[pieces] = 2 * inner.ravel()[_deepest(inner, labels, pieces)]
+        first, last = np.full((2, len(lo)), np.inf), np.full((2, len(lo)), -np.inf)  # bounding box of each line
+        for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+            key = np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+            at = np.flatnonzero(np.isin(key, lo * n + hi))
+            k = np.searchsorted(lo * n + hi, key.ravel()[at])
+            for axis, value in enumerate(np.divmod(at, a.shape[1])):
+                np.minimum.at(first[axis], k, value)
+                np.maximum.at(last[axis], k, value)
+        chord = np.hypot(*(last - first + 1))  # the line's extent: the diagonal of that box
+        own = chord >= JOIN_NECK * np.minimum(width[lo], width[hi])
+        largest = np.inf if high is None else np.pi / 4 * high ** 2
+        root = np.arange(n)
+        for k in np.flatnonzero(own)[np.argsort(-length[own], kind="stable")]:
+            a, b = root[lo[k]], root[hi[k]]
+            if a != b and area[a] + area[b] <= largest:
+                root[root == b] = a
+                area[a] += area[b]
+        return root[labels]
+
     def segment(self, image: np.ndarray) -> np.ndarray:
         """uint16 instance labels (0 = matrix) of a 2-D grey image in [0, 1]."""
         shape = np.shape(image)
@@ -715,6 +781,7 @@ class ClassicalSegmenter:
             found = np.where(rim[found] >= np.where(small, SMALL_DIM_EDGE, DIM_EDGE)[found] * edge, found, 0)
             labels = _join_across_weak_boundaries(np.where(found > 0, found + first - 1, labels), first, grad,
                                                   self.dim_join * edge)
+        labels = self._join_cut_crystals(labels, bright, levels, grad, edge, high)
         labels = self._split_dim_plateaus(labels, bright, levels, grad, edge, low)
         min_area = int(np.pi / 4 * self._smallest_kept(low, sigma) ** 2)
         max_area = None if high is None else int(np.pi / 4 * high ** 2)
