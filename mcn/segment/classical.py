@@ -159,6 +159,11 @@ JOIN_NECK = 0.8
 smaller piece's width (its largest inscribed disc): a crystal cut in two has no neck at the cut, while
 two touching convex particles meet along a chord shorter than either is wide (two equal discs whose
 centres are 1.5 radii apart: 0.75 of a piece's width)."""
+JOIN_DEFECT = 0.75
+"""Two pieces are of one crystal only where their union is as convex as one crystal: no point of its
+convex hull outside it lies this many smallest-crystal diameters deep (two touching crystals of at
+least that size leave a notch about as deep as the smaller one's radius where they meet; a crystal's
+rough outline, much less)."""
 PRIOR_MARGIN = 2.0
 """A default size range fits an image when its typical (area-weighted) crystal is at least this
 many times the range's minimum: with log-normal crystal sizes (sigma 0.25-0.5), a quarter or more of
@@ -373,6 +378,12 @@ def brightness_plateaus(bright: np.ndarray, grad: np.ndarray, mask: np.ndarray, 
     even = np.abs(mean[a] - mean[b]) < contrast
     graph = coo_matrix((np.ones(int(even.sum())), (a[even], b[even])), shape=(n, n))
     return np.where(mask, connected_components(graph, directed=False)[1][regions], 0)
+
+
+def _concavity(mask: np.ndarray) -> float:
+    """Depth (px) of the deepest point of `mask`'s convex hull outside it, from the hull's outline."""
+    hull = morphology.convex_hull_image(mask)
+    return float(ndi.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1][hull & ~mask].max(initial=0))
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
@@ -709,7 +720,7 @@ class ClassicalSegmenter:
         return np.where(ids[plateau] > 0, ids[plateau], labels)
 
     def _join_cut_crystals(self, labels: np.ndarray, bright: np.ndarray, levels: tuple | None, grad: np.ndarray,
-                           edge: float, high: float | None) -> np.ndarray:
+                           edge: float, low: float, high: float | None) -> np.ndarray:
         """Neighbouring instances that are pieces of one crystal joined (module doc, step 6): no
         brightness step on the line between them (mean gradient below `join_step` of the outline's,
         greys within SAME_GREY), no neck there (JOIN_NECK), and together not above the largest crystal."""
@@ -744,11 +755,16 @@ class ClassicalSegmenter:
         own = chord >= JOIN_NECK * np.minimum(width[lo], width[hi])
         largest = np.inf if high is None else np.pi / 4 * high ** 2
         root = np.arange(n)
+        box = dict(zip(pieces, (ndi.find_objects(labels)[p - 1] for p in pieces)))
         for k in np.flatnonzero(own)[np.argsort(-length[own], kind="stable")]:
             a, b = root[lo[k]], root[hi[k]]
-            if a != b and area[a] + area[b] <= largest:
+            if a == b or area[a] + area[b] > largest:
+                continue
+            both = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(box[a], box[b]))
+            if _concavity(np.isin(root[labels[both]], (a, b))) < JOIN_DEFECT * low:
                 root[root == b] = a
                 area[a] += area[b]
+                box[a] = both
         return root[labels]
 
     def segment(self, image: np.ndarray) -> np.ndarray:
@@ -781,7 +797,7 @@ class ClassicalSegmenter:
             found = np.where(rim[found] >= np.where(small, SMALL_DIM_EDGE, DIM_EDGE)[found] * edge, found, 0)
             labels = _join_across_weak_boundaries(np.where(found > 0, found + first - 1, labels), first, grad,
                                                   self.dim_join * edge)
-        labels = self._join_cut_crystals(labels, bright, levels, grad, edge, high)
+        labels = self._join_cut_crystals(labels, bright, levels, grad, edge, low, high)
         labels = self._split_dim_plateaus(labels, bright, levels, grad, edge, low)
         min_area = int(np.pi / 4 * self._smallest_kept(low, sigma) ** 2)
         max_area = None if high is None else int(np.pi / 4 * high ** 2)
