@@ -5,7 +5,7 @@ budget."""
 import numpy as np
 import pytest
 import tifffile
-from skimage import draw
+from skimage import draw, filters
 from skimage.segmentation import find_boundaries
 
 from mcn.data.io import MAX_IMAGE_PIXELS, read_content_rows, read_image
@@ -238,6 +238,30 @@ def test_a_crystal_crossed_by_a_lit_facet_stays_one():
     labels = ClassicalSegmenter(min_crystal_px=16).segment(image.astype(np.float32))
     assert [iou > 0.95 for _, _, iou in match_instances(labels, crystal.astype(np.uint16))] == [True]
     assert labels.max() == 1
+
+
+def test_elongated_crystals_cut_by_the_seeds_are_joined_and_touching_discs_stay_apart():
+    """A flat lath has a long distance-transform ridge whose bumps become seeds: the old code cut
+    each of two laths into pieces along lines with no brightness step (12 labels for 6 crystals,
+    neither lath matched). The pieces join; two pairs of touching discs of the same grey, whose
+    union has a notch where they meet, stay two crystals each."""
+    rng = np.random.default_rng(0)
+    shape = (256, 320)
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    for k, (r, c, length, radius, angle) in enumerate([(60, 100, 150, 22, 0.3), (70, 250, 130, 24, 1.2)], 1):
+        along = (rr - r) * np.cos(angle) + (cc - c) * np.sin(angle)  # a stadium: a rectangle with round ends
+        across = (cc - c) * np.cos(angle) - (rr - r) * np.sin(angle)
+        labels[(along - np.clip(along, -length / 2, length / 2)) ** 2 + across ** 2 <= radius ** 2] = k
+    for k, (r, c) in enumerate([(190, 80), (190, 116), (190, 220), (190, 256)], 3):
+        labels[draw.disk((r, c), 20, shape=shape)] = k
+    grey = np.where(labels > 0, 0.6, 0.1) + 0.02 * rng.standard_normal(shape)
+    image = filters.gaussian(grey, sigma=1).astype(np.float32)
+    pred = ClassicalSegmenter().segment(image)
+    assert pred.max() == 6
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.85) == [1, 2, 3, 4, 5, 6]
+    unjoined = ClassicalSegmenter(join_step=None).segment(image)
+    assert unjoined.max() > 6 and {1, 2}.isdisjoint(t for t, _, _ in match_instances(unjoined, labels))
 
 
 def test_overlapping_crystals_of_different_grey_in_a_noisy_image_are_found():
