@@ -731,7 +731,8 @@ class ClassicalSegmenter:
                            edge: float, low: float, high: float | None) -> np.ndarray:
         """Neighbouring instances that are pieces of one crystal joined (module doc, end of step 4): no
         brightness step on the line between them (mean gradient below `join_step` of the outline's,
-        greys within SAME_GREY), no neck there (JOIN_NECK), and together not above the largest crystal."""
+        greys within SAME_GREY), no neck there (JOIN_NECK), and together as convex as one crystal
+        (JOIN_DEFECT) and not above the largest crystal."""
         if self.join_step is None or levels is None or not labels.any():
             return labels
         matrix, three, four = levels
@@ -744,13 +745,10 @@ class ClassicalSegmenter:
         if not weak.any():
             return labels
         lo, hi, length = lo[weak], hi[weak], length[weak]
-        seam = np.zeros(labels.shape, bool)  # each piece's width is measured with the lines between pieces as edges
-        seam[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-        seam[:-1, :] |= labels[:-1, :] != labels[1:, :]
-        inner = ndi.distance_transform_edt((labels > 0) & ~seam)
-        pieces = np.unique(np.concatenate([lo, hi]))
-        width = np.zeros(n)
-        width[pieces] = 2 * inner.ravel()[_deepest(inner, labels, pieces)]
+        box = dict(enumerate(ndi.find_objects(labels), 1))
+        width = np.zeros(n)  # each piece's width: the diameter of its largest inscribed disc
+        for p in np.unique(np.concatenate([lo, hi])):
+            width[p] = 2 * ndi.distance_transform_edt(np.pad(labels[box[p]] == p, 1)).max()
         first, last = np.full((2, len(lo)), np.inf), np.full((2, len(lo)), -np.inf)  # bounding box of each line
         for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
             key = np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
@@ -763,7 +761,6 @@ class ClassicalSegmenter:
         own = chord >= JOIN_NECK * np.minimum(width[lo], width[hi])
         largest = np.inf if high is None else np.pi / 4 * high ** 2
         root = np.arange(n)
-        box = dict(zip(pieces, (ndi.find_objects(labels)[p - 1] for p in pieces)))
         for k in np.flatnonzero(own)[np.argsort(-length[own], kind="stable")]:
             a, b = root[lo[k]], root[hi[k]]
             if a == b or area[a] + area[b] > largest:
