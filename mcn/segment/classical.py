@@ -57,7 +57,8 @@ beat. Pipeline:
    `SAME_GREY`) and no neck (it spans `JOIN_NECK` of the smaller piece's width), and their union is
    as convex as one crystal (no hull notch `JOIN_DEFECT` smallest-crystal diameters deep: two
    touching crystals leave one about as deep as the smaller one's radius) and not above the largest
-   crystal (ampis-powder F1 0.839 -> 0.842, synthetic default 0.856 -> 0.859);
+   crystal (ampis-powder F1 0.839 -> 0.841, synthetic default 0.856 -> 0.859, 15-40 px touching
+   particles 0.731 -> 0.733);
 5. dim crystals: on clean images (`DIM_SIGNIFICANCE`), crystals dimmer than the threshold (lower in
    the field, in another's shadow; on ampis-powder grey 0.15-0.25 on a 0.07 matrix, the threshold
    0.21) are sought down to `dim_fraction` of the way from the matrix level to the threshold:
