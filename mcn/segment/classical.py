@@ -461,7 +461,8 @@ class ClassicalSegmenter:
         them is below this fraction of the outline's median gradient, their greys are close, the
         line has no neck and their union is convex (module doc, end of step 4): the seeds cut
         flat, elongated or cupped crystals, which have several distance-transform peaks, into
-        pieces with no step between them; None: not joined.
+        pieces with no step between them. Needs the "multiotsu" threshold (its levels are the grey
+        scale); None: not joined.
     """
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
