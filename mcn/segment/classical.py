@@ -93,11 +93,12 @@ constants (seed window, 1/8 smoothing, 8x holes, working resolution) were set fo
 range the user gives is what is worth measuring: its ends are percentiles of the diameters (e.g. the
 5th and 95th), not bounds, and a true smallest crystal of touching crystals is about one seed window,
 too coarse to split them. So the pipeline keeps the estimate's length, its typical size held inside
-the range and at most the given smallest (`_scale_px`), and the range selects the instances: kept
-down to OUTLINE_ERROR_PX below the smallest, dropped beyond CLUMP_FACTOR times the largest (true
-5th-95th percentile range given: 15-40 px touching particles F1 0.459 -> 0.738, ampis-powder
-0.815 -> 0.840; 0.731 and 0.839 with the range estimated). Images above the pixel budget
-`mcn.data.io.MAX_IMAGE_PIXELS` are refused (`max_pixels` raises it).
+the range, at least GIVEN_SCALE_FLOOR of the given smallest and at most it (`_scale_px`), and the
+range selects the instances: kept down to OUTLINE_ERROR_PX below the smallest, dropped beyond
+CLUMP_FACTOR times the largest (true 5th-95th percentile range given: 15-40 px touching particles
+F1 0.459 -> 0.738, ampis-powder 0.815 -> 0.840, synthetic default 0.714 -> 0.858; 0.731, 0.839 and
+0.856 by default). Images above the pixel budget `mcn.data.io.MAX_IMAGE_PIXELS` are refused
+(`max_pixels` raises it).
 """
 
 from __future__ import annotations
@@ -182,6 +183,14 @@ OUTLINE_ERROR_PX = 1.0
 segmented outline lies up to half a pixel off on each side, so a crystal of exactly the given size
 can come out a pixel narrower (touching 16-20 px discs, their 5th-95th percentile range given: 94 of
 100 and 53 of 56 found at the given minimum, all with this margin)."""
+GIVEN_SCALE_FLOOR = 0.3
+"""With a size range the user gives, the pipeline's length (`_scale_px`) is at least this fraction of
+its smallest crystal: one SIZE_SPREAD-th of the typical crystal reads far below it where the range is
+narrow (synthetic default, 59-203 px given: 8-20 px, and the seeds cut the large textured crystals:
+F1 0.818; 0.858 at 0.3, 0.851 at 0.4), while the seed window (`seed_spacing` x 0.3 = 0.375 of the
+smallest crystal) and the hole limit (8 x 0.3^2 = 0.72 of its area) stay under one smallest crystal,
+so touching smallest crystals are split (15-40 px touching particles: 0.738 at 0.3 as without the
+floor, 0.729 at 0.35, 0.710 at 0.4)."""
 CLUMP_FACTOR = 2.0
 """Only instances wider than this many times a given largest crystal are dropped: the given largest
 is a high percentile of the diameters, not a bound (a few crystals and slightly oversized outlines
@@ -556,16 +565,17 @@ class ClassicalSegmenter:
         """The length (px) the smoothing, hole filling, seeds and working resolution scale with: the
         smallest crystal of an estimated or default range; with a range the user gave, the same
         estimate's smallest crystal (typical / SIZE_SPREAD), its typical size held inside the given
-        range, and at most the given minimum. That length is not the smallest crystal of the image:
-        it is one SIZE_SPREAD-th of the crystals that make up most of the area, which the constants
-        (`seed_spacing`, 1/8 smoothing, 8x holes) were set for; a true minimum of touching crystals
-        is about one seed window, too coarse to split them (15-40 px touching particles with their
-        true 13-41 px range given: F1 0.73 -> 0.46)."""
+        range, at least GIVEN_SCALE_FLOOR of the given minimum and at most the given minimum. That
+        length is not the smallest crystal of the image: it is one SIZE_SPREAD-th of the crystals
+        that make up most of the area, which the constants (`seed_spacing`, 1/8 smoothing, 8x holes)
+        were set for; a true minimum of touching crystals is about one seed window, too coarse to
+        split them (15-40 px touching particles with their true 13-41 px range given: F1 0.73 with
+        the range estimated, 0.46 with the given minimum as the length)."""
         if not self._range_given():
             return low
         typical = _area_weighted_median(crystal_widths_px(image, self.polarity))
         typical = min(max(typical, low), math.inf if high is None else high)
-        return min(low, _range_around(typical)[0])
+        return min(low, max(_range_around(typical)[0], GIVEN_SCALE_FLOOR * low))
 
     def _smooth(self, image: np.ndarray, low: float, block: int) -> tuple[np.ndarray, float, float]:
         """Gaussian at 1/8 of the smallest crystal, or more where the image's noise needs it
