@@ -96,7 +96,7 @@ too coarse to split them. So the pipeline keeps the estimate's length, its typic
 the range, at least GIVEN_SCALE_FLOOR of the given smallest and at most it (`_scale_px`), and the
 range selects the instances: kept down to OUTLINE_ERROR_PX below the smallest, dropped beyond
 CLUMP_FACTOR times the largest (true 5th-95th percentile range given: 15-40 px touching particles
-F1 0.459 -> 0.738, ampis-powder 0.815 -> 0.840, synthetic default 0.714 -> 0.858; 0.731, 0.839 and
+F1 0.459 -> 0.738, ampis-powder 0.815 -> 0.839, synthetic default 0.714 -> 0.858; 0.731, 0.839 and
 0.856 by default). Images above the pixel budget `mcn.data.io.MAX_IMAGE_PIXELS` are refused
 (`max_pixels` raises it).
 """
@@ -195,8 +195,8 @@ CLUMP_FACTOR = 2.0
 """Only instances wider than this many times a given largest crystal are dropped: the given largest
 is a high percentile of the diameters, not a bound (a few crystals and slightly oversized outlines
 exceed it), while one this wide covers four times its area, a clump of crystals or a grain, not
-one crystal (ampis-powder, its 5th-95th percentile range given: F1 0.815 at the given largest, 0.840
-at twice it, the same as with no largest)."""
+one crystal (ampis-powder, its 5th-95th percentile range given: F1 0.815 at the given largest, 0.839
+at twice it; with no largest the same within 0.001)."""
 
 
 class ScaleWarning(UserWarning):
