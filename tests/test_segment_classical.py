@@ -468,7 +468,8 @@ def test_a_dim_crystal_whose_step_fades_at_the_contact_ends_is_split_off():
     grey = np.full(shape, 0.07)
     rows, cols = np.mgrid[:256, :256]
     big, small = 30, 12
-    for (r, c), (dr, dc) in zip([(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 34), (34, 0), (-24, 24), (24, -24)]):
+    centres, offsets = [(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 34), (34, 0), (-24, 24), (24, -24)]
+    for (r, c), (dr, dc) in zip(centres, offsets):
         d = math.hypot(dr, dc)
         along = (d ** 2 + big ** 2 - small ** 2) / (2 * d)  # where the two outlines cross
         across = math.sqrt(big ** 2 - along ** 2)
