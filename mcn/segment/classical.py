@@ -67,17 +67,16 @@ beat. Pipeline:
    above the threshold. In a secondary-electron image each particle is a brightness plateau of its
    own, and one particle's shading changes smoothly: the segmented crystals are divided into
    plateaus (`brightness_plateaus`: grown over the gradient from pixels well clear of a step,
-   `STEP_CORE`, and joined where the mean gradient along their whole shared boundary is weak,
-   `STEP_JOIN`, or their mean greys differ by less than `step_contrast` of the dim-crystal
-   contrast; joined pair by pair, cheapest first, so a step that fades at the ends of a contact
-   still parts the two: per-pixel growth leaked through those gaps). A plateau that is smaller
-   and dimmer than the one it shares its longest boundary with, clearly dimmer (`STEP_DIMMER`),
-   holds a disc of `STEP_DISC` smallest-crystal diameters, is brighter than the dim-crystal
+   `STEP_CORE`, so a step that fades at the ends of a contact does not join two particles' cores,
+   and joined where their mean greys differ by less than `step_contrast` of the dim-crystal
+   contrast). A plateau that is smaller and dimmer than the one it shares its longest boundary
+   with, clearly dimmer (`STEP_DIMMER`), holds a disc of `STEP_DISC` smallest-crystal diameters, is brighter than the dim-crystal
    level (not a filled gap of matrix) and has an outline of at least one smallest-crystal diameter
    on the matrix (not a pit in a crystal's surface) becomes a crystal of its own, unless its centre
    lies inside the largest inscribed disc of the crystal it was part of (a shaded facet, as in
-   step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.844 with the whole-boundary join, D50
-   +14.6% -> +9.7%; synthetic default 0.856; noisy images are left alone);
+   step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.843 with STEP_CORE 0.5 -> 0.3, STEP_DISC
+   and STEP_DIMMER, D50 +14.6% -> +10.1%; synthetic default 0.856 -> 0.853; noisy images are left
+   alone);
 7. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter). Where the
    size range is not the user's and the noise forced a smoothing wider than 1/8 of the smallest
    crystal, the smallest instance kept spans `RESOLVED_SIGMAS` smoothing sigmas: narrower ones are
@@ -152,13 +151,9 @@ STEP_CORE = 0.3
 """Brightness plateaus (module doc, step 6) grow from pixels whose gradient is below this fraction of
 the outlines' median gradient: inside one crystal the shading changes smoothly, while the rim or
 crevice between two touching crystals is a step about half as strong as an outline (ampis-powder:
-0.3-0.8 of it between a dim particle and the bright one in front). Set below that range, so the
-step's weak ends do not join the two cores; the regions are joined again by STEP_JOIN."""
-STEP_JOIN = 0.4
-"""Two neighbouring plateau regions are one plateau where the mean gradient along their whole shared
-boundary is below this fraction of the outlines' median gradient (texture and shading inside one
-crystal): judged along the whole line, a step that fades at the ends of a contact still parts a dim
-particle from the bright one in front, where pixel-wise growth leaks through the gap."""
+0.3-0.8 of it between a dim particle and the bright one in front). Set at the bottom of that range:
+where the step fades at the ends of a contact, cores above it joined the two particles' plateaus
+through the gap (ampis-powder: one plateau of 12,807 px, host and satellite)."""
 STEP_DISC = 0.35
 """A plateau that becomes a crystal holds a disc of this many smallest-crystal diameters: a dim
 particle partly behind another shows less than its whole disc, a sliver along a sphere's rim none."""
@@ -332,52 +327,12 @@ def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarra
     return lut[labels]
 
 
-def _neighbours(labels: np.ndarray,
-                values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Labels on the two sides of each 4-connected pixel edge between two different labels > 0, and
-    the mean of `values` over the edge's two pixels (None without `values`)."""
+def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels on the two sides of each 4-connected pixel edge between two different labels > 0."""
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     across = (a > 0) & (b > 0) & (a != b)
-    if values is None:
-        return a[across], b[across], None
-    step = np.concatenate([(values[:, :-1] + values[:, 1:]).ravel(), (values[:-1, :] + values[1:, :]).ravel()]) / 2
-    return a[across], b[across], step[across]
-
-
-def _join_plateaus(regions: np.ndarray, bright: np.ndarray, grad: np.ndarray, boundary: float,
-                   contrast: float) -> np.ndarray:
-    """`regions` joined into plateaus: two neighbours are one where the mean gradient along their
-    whole shared boundary is below `boundary` or their mean greys differ by less than `contrast`.
-    Joined in rounds of mutually cheapest pairs, with boundaries and greys measured again after each
-    round, so a chain of small regions through the weak end of a step does not join its two sides."""
-    n = int(regions.max()) + 1
-    a, b, step = _neighbours(regions, grad)
-    lo, hi, length, total = np.minimum(a, b), np.maximum(a, b), np.ones(a.size), step
-    area = np.bincount(regions.ravel(), minlength=n).astype(float)
-    grey = np.bincount(regions.ravel(), bright.ravel(), n)
-    lut = np.arange(n)
-    while lo.size:
-        pairs, inverse = np.unique(lo.astype(np.int64) * n + hi, return_inverse=True)
-        length, total, lo, hi = np.bincount(inverse, length), np.bincount(inverse, total), pairs // n, pairs % n
-        cost = np.minimum(total / length / boundary, np.abs(grey[lo] / area[lo] - grey[hi] / area[hi]) / contrast)
-        cheap = np.flatnonzero(cost < 1)
-        if not cheap.size:
-            break
-        end, other = np.concatenate([lo[cheap], hi[cheap]]), np.concatenate([hi[cheap], lo[cheap]])
-        order = np.lexsort((np.tile(pairs[cheap], 2), np.tile(cost[cheap], 2), end))  # ties by pair: a strict order
-        best = np.full(n, -1)
-        first = np.unique(end[order], return_index=True)[1]
-        best[end[order][first]] = other[order][first]
-        up = np.flatnonzero(best > np.arange(n))
-        mutual = up[best[best[up]] == up]  # the cheapest pair overall is always mutual
-        join = np.arange(n)
-        join[best[mutual]] = mutual
-        area, grey, lut = np.bincount(join, area, n), np.bincount(join, grey, n), join[lut]
-        lo, hi = join[lo], join[hi]
-        keep = lo != hi
-        lo, hi, length, total = np.minimum(lo, hi)[keep], np.maximum(lo, hi)[keep], length[keep], total[keep]
-    return lut[regions]
+    return a[across], b[across]
 
 
 def _most_shared(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -401,16 +356,20 @@ def _deepest(values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.nd
 
 
 def brightness_plateaus(bright: np.ndarray, grad: np.ndarray, mask: np.ndarray, core: float, contrast: float,
-                        min_core_px: float, boundary: float) -> np.ndarray:
+                        min_core_px: float) -> np.ndarray:
     """Labels (0 outside `mask`) of the regions of even brightness inside `mask`: grown over the
     gradient from cores (connected pixels with gradient below `core`, at least `min_core_px`), and
-    neighbouring regions joined where the mean gradient along their whole shared boundary is below
-    `boundary` or their mean greys differ by less than `contrast` (`_join_plateaus`: texture and
-    smooth shading, one plateau; a separate particle, a plateau of its own)."""
+    neighbouring regions joined where their mean brightness differs by less than `contrast` (texture
+    and smooth shading: one plateau; a separate particle: a plateau of its own)."""
     cores, n = ndi.label(mask & (grad < core))
     cores = np.where(np.bincount(cores.ravel(), minlength=n + 1)[cores] >= min_core_px, cores, 0)
     regions = segmentation.watershed(grad, cores, mask=mask)
-    return np.where(mask, _join_plateaus(regions, bright, grad, boundary, contrast), 0)
+    n = int(regions.max()) + 1
+    mean = np.bincount(regions.ravel(), bright.ravel(), n) / np.maximum(np.bincount(regions.ravel(), minlength=n), 1)
+    a, b = _neighbours(regions)
+    even = np.abs(mean[a] - mean[b]) < contrast
+    graph = coo_matrix((np.ones(int(even.sum())), (a[even], b[even])), shape=(n, n))
+    return np.where(mask, connected_components(graph, directed=False)[1][regions], 0)
 
 
 def _block_reduce(image: np.ndarray, block: int, func) -> np.ndarray:
@@ -470,11 +429,11 @@ class ClassicalSegmenter:
         boundary is below this fraction of the outline's median gradient (no brightness step: the
         dim part of one crystal, not a dim crystal behind a bright one).
     step_contrast: regions inside a segmented crystal whose mean greys differ by at least this
-        fraction of the dim-crystal contrast (lowest four-class threshold minus matrix level), with
-        a step along their shared boundary (`STEP_JOIN`), are separate brightness plateaus, and a
-        plateau smaller and dimmer than the one it borders most is a crystal of its own (module
-        doc, step 6): a particle lower in the field, partly behind the bright one in front, leaves
-        the distance transform no neck. Clean images only; None: not split.
+        fraction of the dim-crystal contrast (lowest four-class threshold minus matrix level) are
+        separate brightness plateaus, and a plateau smaller and dimmer than the one it borders most
+        is a crystal of its own (module doc, step 6): a particle lower in the field, partly behind
+        the bright one in front, leaves the distance transform no neck. Clean images only; None:
+        not split.
     """
 
     def __init__(self, min_crystal_px: float | None = None, max_crystal_px: float | None = None,
@@ -708,11 +667,11 @@ class ClassicalSegmenter:
         matrix, _, level = levels
         mask = labels > 0
         plateau = brightness_plateaus(bright, grad, mask, STEP_CORE * edge, self.step_contrast * (level - matrix),
-                                      np.pi / 4 * (DIM_OPENING * low) ** 2, STEP_JOIN * edge)
+                                      np.pi / 4 * (DIM_OPENING * low) ** 2)
         n = int(plateau.max()) + 1
         area = np.bincount(plateau.ravel(), minlength=n)
         mean = np.bincount(plateau.ravel(), bright.ravel(), n) / np.maximum(area, 1)
-        a, b, _ = _neighbours(plateau)
+        a, b = _neighbours(plateau)
         host = _most_shared(np.concatenate([a, b]), np.concatenate([b, a]), n)  # longest shared boundary
         seam = np.zeros_like(mask)
         seam[:, :-1] |= plateau[:, :-1] != plateau[:, 1:]
@@ -721,7 +680,7 @@ class ClassicalSegmenter:
         core = inner >= STEP_DISC * low
         dim_level = level if self.dim_fraction is None else matrix + self.dim_fraction * (level - matrix)
         own = (host > 0) & (mean < mean[host]) & (area < area[host])  # lower, or behind the one it borders
-        own &= np.bincount(plateau[core], minlength=n) > 0  # holds the smallest crystal's inscribed disc
+        own &= np.bincount(plateau[core], minlength=n) > 0  # holds a STEP_DISC disc
         own &= mean > dim_level  # a crystal, not a filled hole of matrix between crystals
         own &= mean - matrix < STEP_DIMMER * (mean[host] - matrix)  # clearly dimmer: not a shaded side
         own &= np.bincount(plateau[mask & ~ndi.binary_erosion(mask)], minlength=n) >= low  # an outline: no pit
