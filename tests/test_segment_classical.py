@@ -2,6 +2,8 @@
 touching crystals, merge/split and size-distribution metrics, the quality report CLI and the pixel
 budget."""
 
+import math
+
 import numpy as np
 import pytest
 import tifffile
@@ -502,6 +504,37 @@ def test_a_dim_crystal_partly_behind_a_bright_one_is_split_off():
     assert pred.max() == k
     assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.9) == list(range(1, k + 1))
     assert ClassicalSegmenter(min_crystal_px=10, step_contrast=None).segment(image).max() == k // 2
+
+
+def test_a_dim_crystal_whose_step_fades_at_the_contact_ends_is_split_off():
+    """Where the step between a dim particle and the bright one in front fades at the two ends of
+    their contact (ampis-powder: the satellite's rim brightens where it meets the host's), the old
+    plateau growth leaked through the gaps and the two were one plateau, one crystal (4 labels for
+    8). Cores well clear of the step (STEP_CORE) no longer meet through those gaps."""
+    rng = np.random.default_rng(3)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.07)
+    rows, cols = np.mgrid[:256, :256]
+    big, small = 30, 12
+    centres, offsets = [(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 34), (34, 0), (-24, 24), (24, -24)]
+    for (r, c), (dr, dc) in zip(centres, offsets):
+        d = math.hypot(dr, dc)
+        along = (d ** 2 + big ** 2 - small ** 2) / (2 * d)  # where the two outlines cross
+        across = math.sqrt(big ** 2 - along ** 2)
+        ends = [(r + (along * dr - s * across * dc) / d, c + (along * dc + s * across * dr) / d) for s in (-1, 1)]
+        near = np.min([np.hypot(rows - er, cols - ec) for er, ec in ends], axis=0)
+        k += 1
+        disk = draw.disk((r + dr, c + dc), small, shape=shape)
+        labels[disk] = k
+        grey[disk] = (0.3 + 0.25 * np.exp(-near ** 2 / (2 * 3.0 ** 2)))[disk]  # no step at the contact's ends
+        k += 1
+        disk = draw.disk((r, c), big, shape=shape)  # the bright one in front
+        labels[disk] = k
+        grey[disk] = 0.55
+    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
+    assert pred.max() == k
+    assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.8) == list(range(1, k + 1))
 
 
 def test_a_crystal_whose_shaded_facet_is_the_smaller_part_stays_one():
