@@ -526,7 +526,7 @@ def test_a_dim_crystal_whose_step_fades_at_the_contact_ends_is_split_off():
         k += 1
         disk = draw.disk((r + dr, c + dc), small, shape=shape)
         labels[disk] = k
-        grey[disk] = (0.3 + 0.25 * np.exp(-near ** 2 / (2 * 3.0 ** 2)))[disk]  # no step at the contact's ends
+        grey[disk] = (0.3 + 0.25 * np.exp(-near ** 2 / (2 * 1.5 ** 2)))[disk]  # no step at the contact's ends
         k += 1
         disk = draw.disk((r, c), big, shape=shape)  # the bright one in front
         labels[disk] = k
