@@ -81,9 +81,9 @@ beat. Pipeline:
    contrast). A plateau that is smaller and dimmer than the one it shares its longest boundary
    with, clearly dimmer (`STEP_DIMMER`), holds a disc of `STEP_DISC` smallest-crystal diameters,
    is brighter than the dim-crystal level (not a filled gap of matrix) and has an outline of at
-   least one smallest-crystal diameter on the matrix (not a pit in a crystal's surface) becomes a crystal of its own, unless its centre
-   lies inside the largest inscribed disc of the crystal it was part of (a shaded facet, as in
-   step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.843 with STEP_CORE 0.5 -> 0.3, STEP_DISC
+   least one smallest-crystal diameter on the matrix (not a pit in a crystal's surface) becomes a
+   crystal of its own, unless its centre lies inside the largest inscribed disc of the crystal it
+   was part of (a shaded facet, as in step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.843 with STEP_CORE 0.5 -> 0.3, STEP_DISC
    and STEP_DIMMER, D50 +14.6% -> +10.1%; synthetic default 0.856 -> 0.853; noisy images are left
    alone);
 7. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter). Where the
