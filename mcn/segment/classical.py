@@ -78,14 +78,14 @@ beat. Pipeline:
    plateaus (`brightness_plateaus`: grown over the gradient from pixels well clear of a step,
    `STEP_CORE`, so a step that fades at the ends of a contact does not join two particles' cores,
    and joined where their mean greys differ by less than `step_contrast` of the dim-crystal
-   contrast). A plateau that is smaller and dimmer than the one it shares its longest boundary
-   with, clearly dimmer (`STEP_DIMMER`), holds a disc of `STEP_DISC` smallest-crystal diameters,
-   is brighter than the dim-crystal level (not a filled gap of matrix) and has an outline of at
-   least one smallest-crystal diameter on the matrix (not a pit in a crystal's surface) becomes a
-   crystal of its own, unless its centre lies inside the largest inscribed disc of the crystal it
-   was part of (a shaded facet, as in step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.843 with STEP_CORE 0.5 -> 0.3, STEP_DISC
-   and STEP_DIMMER, D50 +14.6% -> +10.1%; synthetic default 0.856 -> 0.853; noisy images are left
-   alone);
+   contrast). A plateau that is smaller and dimmer than the one it shares its longest boundary with,
+   clearly dimmer (`STEP_DIMMER`), holds a disc of `STEP_DISC` smallest-crystal diameters, is
+   brighter than the dim-crystal level (not a filled gap of matrix) and has an outline of at least
+   one smallest-crystal diameter on the matrix (not a pit in a crystal's surface) becomes a crystal
+   of its own, unless its centre lies inside the largest inscribed disc of the crystal it was part
+   of (a shaded facet, as in step 4) (ampis-powder F1 0.829 -> 0.835, and 0.839 -> 0.843 with
+   STEP_CORE 0.5 -> 0.3, STEP_DISC and STEP_DIMMER, D50 +14.6% -> +10.1%; synthetic default 0.856 ->
+   0.853; noisy images are left alone);
 7. `filter_labels`: area limits and relabelling 1..N (shared with the SAM segmenter). Where the
    size range is not the user's and the noise forced a smoothing wider than 1/8 of the smallest
    crystal, the smallest instance kept spans `RESOLVED_SIGMAS` smoothing sigmas: narrower ones are
