@@ -473,6 +473,28 @@ def test_dim_crystals_smaller_than_the_estimated_smallest_are_found():
     assert {t for t, _, _ in match_instances(given, labels)} == set(range(1, 7))
 
 
+def test_blurred_dim_crystals_smaller_than_the_smallest_are_not_opened_away():
+    """Dim particles 10 px across with a blurred outline, just under the threshold beside ~120 px
+    crystals (estimated smallest 11 px), keep only a 6-8 px core between the dim and the crystal
+    threshold: an opening 0.25 of the smallest crystal wide (a 7 px disc) erased them, one as
+    wide as the blurred rim of a bright crystal (`DIM_OPENING`) keeps them."""
+    rng = np.random.default_rng(0)
+    shape, labels, k = (360, 360), np.zeros((360, 360), np.uint16), 0
+    grey, cols = np.full(shape, 0.07), np.mgrid[:360, :360][1]
+    for r, c in [(68, 68), (68, 290), (290, 72), (292, 290)]:  # shaded bright crystals, 120 px
+        k += 1
+        disk = draw.disk((r, c), 60, shape=shape)
+        labels[disk], grey[disk] = k, 0.8 - 0.62 * np.clip((cols[disk] - c + 60) / 120, 0, 1)
+    for r, c in [(180, 180), (15, 180), (345, 182), (180, 345), (180, 15)]:  # dim, 10 px
+        k += 1
+        disk = draw.disk((r, c), 5, shape=shape)
+        labels[disk], grey[disk] = k, 0.17
+    image = np.clip(filters.gaussian(grey, 1.0) + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    assert 10 < estimate_crystal_size_px(image)[0] < 12
+    found = {t for t, _, iou in match_instances(ClassicalSegmenter().segment(image), labels) if iou > 0.5}
+    assert found == set(range(1, 10))
+
+
 def test_a_brighter_patch_of_matrix_without_an_outline_is_not_a_dim_crystal(monkeypatch):
     """A dim crystal has an outline; a patch of matrix brightened by charging fades out without one
     and was taken for a dim crystal (23 on the synthetic default scenes) before DIM_EDGE."""
