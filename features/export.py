@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masks", type=Path,
                         help="folder of instance masks named like the images (then no segmentation)")
     cli.segmenter(parser, SEGMENTERS)
-    cli.crystal_size_nm(parser, default_text="carbonate where the pixel size is known, else auto")
+    cli.crystal_size_nm(parser, default_text="auto")
     cli.sam(parser)
     parser.add_argument("--preprocess", action="store_true",
                         help="apply the paper's preprocessing chain before segmenting")

@@ -48,8 +48,8 @@ VOCABULARY: dict[str, Flag] = {f.name: f for f in (
     Flag("--pixel-size-nm", "NM", "pixel size in nm"),
     Flag("--crystal-size-nm", "MIN,MAX", "diameters in nm of the smallest and largest crystals worth measuring: "
                                          "MIN,MAX (e.g. the 5th and 95th percentile; not hard bounds: outlines up "
-                                         "to twice MAX are kept), 'carbonate' (500,10000) or 'auto' (estimated on "
-                                         "each image)"),
+                                         "to twice MAX are kept), 'carbonate' (500,10000) or 'auto' (the carbonate "
+                                         "range on each image it fits, else that image's own estimate)"),
     Flag("--size-features", None, "crystal size among the handcrafted inputs: nm (physical), px, none; auto: nm "
                                   "where every crystal has a pixel size, px where none has"),
     Flag("--segmenter", None, "how crystals are found in an image"),

@@ -244,8 +244,9 @@ class ScaleWarning(UserWarning):
 
 
 def parse_crystal_size_nm(text: str | None) -> tuple[float, float] | None:
-    """`--crystal-size-nm MIN,MAX` (nm; or "carbonate"; "auto" or None: estimate per image) as a
-    (min, max) tuple. Raises DataError naming the flag on bad input."""
+    """`--crystal-size-nm MIN,MAX` (nm; or "carbonate") as a (min, max) tuple; "auto" or None: the
+    default, None (`ClassicalSegmenter.for_pixel_size`: the carbonate range on each image it fits,
+    else that image's own estimate). Raises DataError naming the flag on bad input."""
     if text is None or text.strip().lower() == "auto":
         return None
     if text.strip().lower() == "carbonate":

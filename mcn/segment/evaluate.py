@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mcn.segment.evaluate", description=__doc__.split("\n")[0])
     cli.data(parser, required=True)
     cli.segmenter(parser, sorted(SEGMENTERS), refuse_here=False)
-    cli.crystal_size_nm(parser, default_text="estimated on each image")
+    cli.crystal_size_nm(parser, default_text="auto")
     cli.pixel_size_nm(parser, default_text="images.csv, then the image's metadata; this flag wins over both")
     cli.sam(parser)
     cli.n_images(parser, default_text="every scene; N: the first N")
