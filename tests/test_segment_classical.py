@@ -507,21 +507,44 @@ def test_a_brighter_patch_of_matrix_without_an_outline_is_not_a_dim_crystal(monk
     assert ClassicalSegmenter(min_crystal_px=10).segment(image)[118, 118] > 0
 
 
+def dim_behind_bright(small: int, offset: int, fade_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) of four bright discs (r 30, grey 0.55) on a 0.07 matrix, each in front of a dim
+    disc (radius `small`, grey 0.3, centre `offset` px away) whose rim, with `fade_px`, brightens to
+    the bright grey over a Gaussian of that sd around the two points where the outlines cross: there
+    the step between the two fades out."""
+    rng = np.random.default_rng(3)
+    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
+    grey = np.full(shape, 0.07)
+    rows, cols = np.mgrid[:256, :256]
+    big, diagonal = 30, round(offset / math.sqrt(2))
+    centres, offsets = [(64, 64), (64, 192), (192, 64), (192, 192)], [(0, offset), (offset, 0), (-diagonal, diagonal),
+                                                                       (diagonal, -diagonal)]
+    for (r, c), (dr, dc) in zip(centres, offsets):
+        k += 1
+        disk = draw.disk((r + dr, c + dc), small, shape=shape)
+        labels[disk] = k
+        grey[disk] = 0.3
+        if fade_px is not None:
+            d = math.hypot(dr, dc)
+            along = (d ** 2 + big ** 2 - small ** 2) / (2 * d)  # where the two outlines cross
+            across = math.sqrt(big ** 2 - along ** 2)
+            ends = [(r + (along * dr - s * across * dc) / d, c + (along * dc + s * across * dr) / d) for s in (-1, 1)]
+            near = np.min([np.hypot(rows - er, cols - ec) for er, ec in ends], axis=0)
+            grey[disk] += 0.25 * np.exp(-near ** 2 / (2 * fade_px ** 2))[disk]  # no step at the contact's ends
+        k += 1
+        disk = draw.disk((r, c), big, shape=shape)  # the bright one in front
+        labels[disk] = k
+        grey[disk] = 0.55
+    return np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32), labels
+
+
 def test_a_dim_crystal_partly_behind_a_bright_one_is_split_off():
     """A dim particle partly hidden behind a bright one (ampis-powder: grey 0.2-0.3 beside 0.45-0.6)
     leaves the distance transform no neck, and its lit part lies above the threshold: the old code
     returned each pair as one crystal. It is a brightness plateau of its own, with a step to the
     one in front."""
-    rng = np.random.default_rng(3)
-    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
-    grey = np.full(shape, 0.07)
-    for (r, c), (dr, dc) in zip([(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 32), (32, 0), (-23, 23), (23, -23)]):
-        for radius, centre, level in ((10, (r + dr, c + dc), 0.3), (30, (r, c), 0.55)):  # the bright one in front
-            k += 1
-            disk = draw.disk(centre, radius, shape=shape)
-            labels[disk] = k
-            grey[disk] = level
-    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    image, labels = dim_behind_bright(small=10, offset=32)
+    k = int(labels.max())
     pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
     assert pred.max() == k
     assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.9) == list(range(1, k + 1))
@@ -533,27 +556,8 @@ def test_a_dim_crystal_whose_step_fades_at_the_contact_ends_is_split_off():
     their contact (ampis-powder: the satellite's rim brightens where it meets the host's), the old
     plateau growth leaked through the gaps and the two were one plateau, one crystal (4 labels for
     8). Cores well clear of the step (STEP_CORE) no longer meet through those gaps."""
-    rng = np.random.default_rng(3)
-    shape, labels, k = (256, 256), np.zeros((256, 256), np.uint16), 0
-    grey = np.full(shape, 0.07)
-    rows, cols = np.mgrid[:256, :256]
-    big, small = 30, 12
-    centres, offsets = [(64, 64), (64, 192), (192, 64), (192, 192)], [(0, 34), (34, 0), (-24, 24), (24, -24)]
-    for (r, c), (dr, dc) in zip(centres, offsets):
-        d = math.hypot(dr, dc)
-        along = (d ** 2 + big ** 2 - small ** 2) / (2 * d)  # where the two outlines cross
-        across = math.sqrt(big ** 2 - along ** 2)
-        ends = [(r + (along * dr - s * across * dc) / d, c + (along * dc + s * across * dr) / d) for s in (-1, 1)]
-        near = np.min([np.hypot(rows - er, cols - ec) for er, ec in ends], axis=0)
-        k += 1
-        disk = draw.disk((r + dr, c + dc), small, shape=shape)
-        labels[disk] = k
-        grey[disk] = (0.3 + 0.25 * np.exp(-near ** 2 / (2 * 1.5 ** 2)))[disk]  # no step at the contact's ends
-        k += 1
-        disk = draw.disk((r, c), big, shape=shape)  # the bright one in front
-        labels[disk] = k
-        grey[disk] = 0.55
-    image = np.clip(grey + 0.005 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    image, labels = dim_behind_bright(small=12, offset=34, fade_px=1.5)
+    k = int(labels.max())
     pred = ClassicalSegmenter(min_crystal_px=10).segment(image)
     assert pred.max() == k
     assert sorted(t for t, _, iou in match_instances(pred, labels) if iou > 0.8) == list(range(1, k + 1))
