@@ -366,15 +366,12 @@ def multiotsu_levels(bright: np.ndarray, noise: float) -> tuple[float, float, fl
 def _boundary_steps(labels: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(lower label, higher label, length in 4-connected pixel edges, mean of `grad` across them) of
     each boundary between two different labels > 0."""
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    step = np.concatenate([(grad[:, :-1] + grad[:, 1:]).ravel(), (grad[:-1, :] + grad[1:, :]).ravel()]) / 2
-    across = (a > 0) & (b > 0) & (a != b)
-    lo, hi = np.minimum(a[across], b[across]).astype(np.int64), np.maximum(a[across], b[across]).astype(np.int64)
+    a, b, step = _neighbours(labels, grad)
+    lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
     n = int(labels.max()) + 1
     pairs, inverse = np.unique(lo * n + hi, return_inverse=True)
     length = np.bincount(inverse, minlength=len(pairs))
-    return pairs // n, pairs % n, length, np.bincount(inverse, step[across], minlength=len(pairs)) / length
+    return pairs // n, pairs % n, length, np.bincount(inverse, step, minlength=len(pairs)) / length
 
 
 def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarray, limit: float) -> np.ndarray:
@@ -391,12 +388,16 @@ def _join_across_weak_boundaries(labels: np.ndarray, first: int, grad: np.ndarra
     return lut[labels]
 
 
-def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels on the two sides of each 4-connected pixel edge between two different labels > 0."""
+def _neighbours(labels: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Labels on the two sides of each 4-connected pixel edge between two different labels > 0, and,
+    given `values` (an image), the mean of its two pixels at each such edge."""
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     across = (a > 0) & (b > 0) & (a != b)
-    return a[across], b[across]
+    if values is None:
+        return a[across], b[across]
+    mean = np.concatenate([(values[:, :-1] + values[:, 1:]).ravel(), (values[:-1, :] + values[1:, :]).ravel()]) / 2
+    return a[across], b[across], mean[across]
 
 
 def _most_shared(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
